@@ -1,0 +1,1 @@
+//! Benchmarks for the spop workspace (see the `benches` targets).

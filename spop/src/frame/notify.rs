@@ -1,0 +1,411 @@
+//! NOTIFY: a list of messages, each a name and named typed arguments
+//! (SPOE.txt §3.2.6).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::hdrs::Headers;
+use crate::reader::Reader;
+use crate::{varint, DataType, DecodeError, EncodeError, TypedData};
+
+/// The payload of a complete NOTIFY frame.
+///
+/// Decoding checks the whole structure once (message names, argument counts,
+/// argument names, type tags, lengths) and keeps the payload as one `Bytes`;
+/// [`Notify::messages`] and [`Message::args`] then iterate without failing and
+/// yield views into it. Nothing is copied and nothing is allocated per message
+/// or argument.
+///
+/// `Debug` shows sizes, not contents.
+///
+/// # Examples
+///
+/// ```
+/// use spop::{Notify, TypedData};
+/// let notify = Notify::builder()
+///     .message("check-ip")
+///     .arg("ip", TypedData::from(std::net::Ipv4Addr::LOCALHOST))
+///     .build()
+///     .unwrap();
+/// let msg = notify.messages().next().unwrap();
+/// assert_eq!(&msg.name()[..], b"check-ip");
+/// assert_eq!(msg.ip("ip"), Ok("127.0.0.1".parse().unwrap()));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Notify {
+    payload: Bytes,
+    count: usize,
+}
+
+impl Notify {
+    /// Validates a LIST-OF-MESSAGES payload.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Truncated`] if a message or argument runs past the end,
+    /// [`DecodeError::UnknownDataType`], varint errors, out-of-range INT32/UINT32.
+    pub fn decode(payload: Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(&payload);
+        let mut count = 0;
+        while !r.is_empty() {
+            r.string_ref("message name")?;
+            let nb_args = r.u8("argument count")?;
+            for _ in 0..nb_args {
+                r.string_ref("argument name")?;
+                r.skip_typed()?;
+            }
+            count += 1;
+        }
+        Ok(Self { payload, count })
+    }
+
+    /// Starts building a NOTIFY (used by clients and tests).
+    pub fn builder() -> NotifyBuilder {
+        NotifyBuilder::default()
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> Messages<'_> {
+        Messages {
+            reader: Reader::new(&self.payload),
+            left: self.count,
+        }
+    }
+
+    /// The first message with this name.
+    pub fn message(&self, name: &str) -> Option<Message<'_>> {
+        self.messages().find(|m| m.name() == name.as_bytes())
+    }
+
+    /// How many messages the frame carries.
+    pub const fn len(&self) -> usize {
+        self.count
+    }
+
+    /// `true` if the frame carries no message.
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The raw LIST-OF-MESSAGES payload.
+    pub const fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub(crate) fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.payload);
+    }
+}
+
+impl fmt::Debug for Notify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notify")
+            .field("messages", &self.count)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// Iterator over the messages of a [`Notify`].
+#[derive(Clone)]
+pub struct Messages<'a> {
+    reader: Reader<'a>,
+    left: usize,
+}
+
+impl fmt::Debug for Messages<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Messages")
+            .field("left", &self.left)
+            .finish()
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Message<'a>;
+
+    fn next(&mut self) -> Option<Message<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The payload was validated: these reads cannot fail, and end the
+        // iteration if they somehow did.
+        let name = self.reader.string("message name").ok()?;
+        let nb_args = self.reader.u8("argument count").ok()?;
+        let args = self.reader.clone();
+        for _ in 0..nb_args {
+            self.reader.string_ref("argument name").ok()?;
+            self.reader.skip_typed().ok()?;
+        }
+        Some(Message {
+            name,
+            nb_args,
+            args,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Messages<'_> {}
+
+/// One message of a NOTIFY: a name and its arguments.
+#[derive(Clone)]
+pub struct Message<'a> {
+    name: Bytes,
+    nb_args: u8,
+    args: Reader<'a>,
+}
+
+impl<'a> Message<'a> {
+    /// The message's name (`spoe-message <name>` in HAProxy's SPOE file).
+    pub const fn name(&self) -> &Bytes {
+        &self.name
+    }
+
+    /// How many arguments the message has.
+    pub const fn len(&self) -> usize {
+        self.nb_args as usize
+    }
+
+    /// `true` if the message has no argument.
+    pub const fn is_empty(&self) -> bool {
+        self.nb_args == 0
+    }
+
+    /// The arguments: `(name, value)` pairs in order (names may be empty).
+    pub fn args(&self) -> Args<'a> {
+        Args {
+            reader: self.args.clone(),
+            left: self.nb_args,
+        }
+    }
+
+    /// The value of the first argument with this name.
+    pub fn arg(&self, name: &str) -> Option<TypedData> {
+        let mut r = self.args.clone();
+        for _ in 0..self.nb_args {
+            let arg_name = r.string_ref("argument name").ok()?;
+            if arg_name == name.as_bytes() {
+                return r.typed().ok();
+            }
+            r.skip_typed().ok()?;
+        }
+        None
+    }
+
+    fn typed<T>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        pick: impl FnOnce(&TypedData) -> Option<T>,
+    ) -> Result<T, ArgError> {
+        let value = self.arg(name).ok_or(ArgError::Missing)?;
+        pick(&value).ok_or(ArgError::WrongType {
+            expected,
+            found: value.data_type(),
+        })
+    }
+
+    /// A STRING or BINARY argument's bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Missing`] or [`ArgError::WrongType`] (NULL included).
+    pub fn bytes(&self, name: &str) -> Result<Bytes, ArgError> {
+        self.typed(name, "STRING or BINARY", |v| v.as_bytes().cloned())
+    }
+
+    /// An integer argument of any integer type, as `i64`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Missing`] or [`ArgError::WrongType`].
+    pub fn int(&self, name: &str) -> Result<i64, ArgError> {
+        self.typed(name, "integer", TypedData::as_i64)
+    }
+
+    /// A BOOL argument.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Missing`] or [`ArgError::WrongType`].
+    pub fn bool(&self, name: &str) -> Result<bool, ArgError> {
+        self.typed(name, "BOOL", TypedData::as_bool)
+    }
+
+    /// An IPV4 or IPV6 argument.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Missing`] or [`ArgError::WrongType`].
+    pub fn ip(&self, name: &str) -> Result<IpAddr, ArgError> {
+        self.typed(name, "IPV4 or IPV6", TypedData::as_ip)
+    }
+
+    /// A `req.hdrs_bin` / `res.hdrs_bin` argument, validated.
+    ///
+    /// # Errors
+    ///
+    /// [`ArgError::Missing`], [`ArgError::WrongType`] or
+    /// [`ArgError::Invalid`] if the block is malformed.
+    pub fn headers(&self, name: &str) -> Result<Headers, ArgError> {
+        let raw = self.bytes(name)?;
+        Headers::decode(raw).map_err(ArgError::Invalid)
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("args", &self.nb_args)
+            .finish()
+    }
+}
+
+/// Why a typed argument lookup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgError {
+    /// No argument has that name.
+    #[error("argument missing")]
+    Missing,
+    /// The argument has another type.
+    #[error("argument is {found}, expected {expected}")]
+    WrongType {
+        /// The types accepted.
+        expected: &'static str,
+        /// The type received.
+        found: DataType,
+    },
+    /// The argument's content is malformed (e.g. a bad `hdrs_bin` block).
+    #[error("invalid argument: {0}")]
+    Invalid(DecodeError),
+}
+
+/// Iterator over a message's `(name, value)` arguments.
+#[derive(Clone)]
+pub struct Args<'a> {
+    reader: Reader<'a>,
+    left: u8,
+}
+
+impl fmt::Debug for Args<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Args").field("left", &self.left).finish()
+    }
+}
+
+impl Iterator for Args<'_> {
+    type Item = (Bytes, TypedData);
+
+    #[inline]
+    fn next(&mut self) -> Option<(Bytes, TypedData)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let name = self.reader.string("argument name").ok()?;
+        let value = self.reader.typed().ok()?;
+        Some((name, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left.into(), Some(self.left.into()))
+    }
+}
+
+impl ExactSizeIterator for Args<'_> {}
+
+/// Builds a NOTIFY payload message by message.
+///
+/// # Examples
+///
+/// ```
+/// use spop::{Notify, TypedData};
+/// let n = Notify::builder()
+///     .message("a").arg("x", TypedData::from(1i64))
+///     .message("b")
+///     .build()
+///     .unwrap();
+/// assert_eq!(n.len(), 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct NotifyBuilder {
+    buf: BytesMut,
+    count_at: Option<usize>,
+    error: Option<EncodeError>,
+}
+
+impl NotifyBuilder {
+    /// Starts a new message.
+    #[must_use]
+    pub fn message(mut self, name: impl AsRef<[u8]>) -> Self {
+        let name = name.as_ref();
+        varint::encode(name.len() as u64, &mut self.buf);
+        self.buf.put_slice(name);
+        self.count_at = Some(self.buf.len());
+        self.buf.put_u8(0);
+        self
+    }
+
+    /// Adds an argument to the current message.
+    #[must_use]
+    pub fn arg(mut self, name: impl AsRef<[u8]>, value: impl Into<TypedData>) -> Self {
+        let Some(count) = self.count_at.and_then(|at| self.buf.get_mut(at)) else {
+            self.error.get_or_insert(EncodeError::ArgWithoutMessage);
+            return self;
+        };
+        let Some(next) = count.checked_add(1) else {
+            self.error.get_or_insert(EncodeError::TooMany {
+                what: "arguments in a message",
+            });
+            return self;
+        };
+        *count = next;
+        let name = name.as_ref();
+        varint::encode(name.len() as u64, &mut self.buf);
+        self.buf.put_slice(name);
+        value.into().encode(&mut self.buf);
+        self
+    }
+
+    /// The finished NOTIFY.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::TooMany`] if a message got more than 255 arguments,
+    /// [`EncodeError::ArgWithoutMessage`] if an argument came before any message.
+    pub fn build(self) -> Result<Notify, EncodeError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        Notify::decode(self.buf.freeze()).map_err(|_| EncodeError::TooMany {
+            what: "bytes (invalid NOTIFY)",
+        })
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Notify {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let mut b = Self::builder();
+        for _ in 0..u.int_in_range(0u8..=4)? {
+            b = b.message(u.arbitrary::<Vec<u8>>()?);
+            for _ in 0..u.int_in_range(0u8..=8)? {
+                b = b.arg(u.arbitrary::<Vec<u8>>()?, u.arbitrary::<TypedData>()?);
+            }
+        }
+        b.build().map_err(|_| arbitrary::Error::IncorrectFormat)
+    }
+}

@@ -1,0 +1,181 @@
+//! A bounds-checked cursor over a frame's `Bytes`: every read checks what is
+//! left first, and variable-length fields come out as `Bytes` views.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+
+use crate::data::{DataType, TypedData};
+use crate::{varint, DecodeError};
+
+#[derive(Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    pub(crate) fn new(buf: &'a Bytes) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    #[inline]
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        let b = *self.rest().first().ok_or(DecodeError::Truncated { what })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let raw = self.array::<4>(what)?;
+        Ok(u32::from_be_bytes(raw))
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let bytes = self
+            .rest()
+            .first_chunk::<N>()
+            .ok_or(DecodeError::Truncated { what })?;
+        self.pos += N;
+        Ok(*bytes)
+    }
+
+    #[inline]
+    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let (value, used) = varint::decode_slice(self.rest())?;
+        self.pos += used;
+        Ok(value)
+    }
+
+    /// Skips `len` bytes, returning the range they cover.
+    #[inline]
+    fn span(&mut self, len: u64, what: &'static str) -> Result<(usize, usize), DecodeError> {
+        let left = self.buf.len().saturating_sub(self.pos);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= left)
+            .ok_or(DecodeError::Truncated { what })?;
+        let start = self.pos;
+        self.pos += len;
+        Ok((start, self.pos))
+    }
+
+    /// A varint length and that many bytes, as a view.
+    #[inline]
+    pub(crate) fn string(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
+        let len = self.varint()?;
+        let (start, end) = self.span(len, what)?;
+        Ok(self.buf.slice(start..end))
+    }
+
+    /// A varint length and that many bytes, as a borrowed slice (no refcount).
+    #[inline]
+    pub(crate) fn string_ref(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.varint()?;
+        let (start, end) = self.span(len, what)?;
+        Ok(self.buf.get(start..end).unwrap_or_default())
+    }
+
+    /// The rest of the buffer as a view.
+    pub(crate) fn remainder(&mut self) -> Bytes {
+        let start = self.pos.min(self.buf.len());
+        self.pos = self.buf.len();
+        self.buf.slice(start..)
+    }
+
+    /// The type byte of a typed value: its type and its flag nibble.
+    #[inline]
+    fn data_type(&mut self) -> Result<(DataType, u8), DecodeError> {
+        let byte = self.u8("data type")?;
+        let ty = DataType(byte & 0x0f);
+        if ty.0 > DataType::BINARY.0 {
+            return Err(DecodeError::UnknownDataType(ty.0));
+        }
+        Ok((ty, byte & 0xf0))
+    }
+
+    /// Reads one typed value.
+    pub(crate) fn typed(&mut self) -> Result<TypedData, DecodeError> {
+        let (ty, flags) = self.data_type()?;
+        Ok(match ty {
+            DataType::NULL => TypedData::Null,
+            DataType::BOOL => TypedData::Bool(flags & 0x10 != 0),
+            DataType::INT32 => TypedData::Int32(int32(self.varint()?)?),
+            DataType::UINT32 => TypedData::Uint32(
+                u32::try_from(self.varint()?)
+                    .map_err(|_| DecodeError::InvalidValue { what: "UINT32" })?,
+            ),
+            DataType::INT64 => TypedData::Int64(self.varint()? as i64),
+            DataType::UINT64 => TypedData::Uint64(self.varint()?),
+            DataType::IPV4 => TypedData::Ipv4(Ipv4Addr::from(self.array::<4>("IPV4")?)),
+            DataType::IPV6 => TypedData::Ipv6(Ipv6Addr::from(self.array::<16>("IPV6")?)),
+            DataType::STRING => TypedData::String(self.string("STRING")?),
+            _ => TypedData::Binary(self.string("BINARY")?),
+        })
+    }
+
+    /// Checks one typed value without building it.
+    #[inline]
+    pub(crate) fn skip_typed(&mut self) -> Result<(), DecodeError> {
+        let (ty, _) = self.data_type()?;
+        match ty {
+            DataType::NULL | DataType::BOOL => {}
+            DataType::INT32 => {
+                int32(self.varint()?)?;
+            }
+            DataType::UINT32 => {
+                u32::try_from(self.varint()?)
+                    .map_err(|_| DecodeError::InvalidValue { what: "UINT32" })?;
+            }
+            DataType::INT64 | DataType::UINT64 => {
+                self.varint()?;
+            }
+            DataType::IPV4 => {
+                self.span(4, "IPV4")?;
+            }
+            DataType::IPV6 => {
+                self.span(16, "IPV6")?;
+            }
+            _ => {
+                self.string_ref("STRING")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// INT32 travels as the two's complement in 64 bits; a 32-bit two's complement
+/// (what some agents write) is accepted too.
+#[inline]
+fn int32(raw: u64) -> Result<i32, DecodeError> {
+    i32::try_from(raw as i64)
+        .or_else(|_| u32::try_from(raw).map(|v| v as i32))
+        .map_err(|_| DecodeError::InvalidValue { what: "INT32" })
+}
+
+impl<'a> Reader<'a> {
+    /// One KV-LIST item: a STRING key (borrowed) and a typed value.
+    pub(crate) fn kv(&mut self) -> Result<(&'a [u8], TypedData), DecodeError> {
+        let key = self.string_ref("key")?;
+        let value = self.typed()?;
+        Ok((key, value))
+    }
+}
