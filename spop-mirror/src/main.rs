@@ -1,0 +1,2 @@
+//! spop-mirror: work in progress.
+fn main() {}
