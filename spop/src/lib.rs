@@ -24,6 +24,8 @@
 //! - [`Headers`]: the `req.hdrs_bin` blocks agents receive most.
 //! - [`Reassembler`]: fragmented NOTIFY (HAProxy 2.x), sans-IO, capped.
 //! - [`SpopCodec`] (feature `codec`): a `tokio_util::codec` Decoder/Encoder.
+//! - [`runtime`] (feature `runtime`): a tokio agent server around a handler
+//!   function, and a client that speaks HAProxy's side.
 //!
 //! # Example
 //!
@@ -67,6 +69,8 @@ pub mod varint;
 
 #[cfg(feature = "codec")]
 mod codec;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 
 pub use data::{DataType, TypedData};
 pub use error::{DecodeError, EncodeError, Error};

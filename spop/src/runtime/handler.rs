@@ -1,0 +1,110 @@
+//! What an agent author writes: a handler from a NOTIFY to an ACK.
+
+use std::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::{Ack, Message, Messages, Notify};
+
+/// The error type handlers may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One complete NOTIFY frame handed to a [`Handler`]: owned and `'static`,
+/// its strings and binaries views into the received buffer.
+#[derive(Clone)]
+pub struct NotifyRequest {
+    /// The stream-id of the NOTIFY (the ACK echoes it).
+    pub stream_id: u64,
+    /// The frame-id of the NOTIFY (the ACK echoes it).
+    pub frame_id: u64,
+    /// The `engine-id` HAProxy sent in its HELLO (one per HAProxy process).
+    pub engine_id: Option<Bytes>,
+    /// The messages.
+    pub notify: Notify,
+}
+
+impl NotifyRequest {
+    /// The messages of the frame.
+    pub fn messages(&self) -> Messages<'_> {
+        self.notify.messages()
+    }
+
+    /// The first message with this name.
+    pub fn message(&self, name: &str) -> Option<Message<'_>> {
+        self.notify.message(name)
+    }
+}
+
+impl fmt::Debug for NotifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyRequest")
+            .field("stream_id", &self.stream_id)
+            .field("frame_id", &self.frame_id)
+            .field("notify", &self.notify)
+            .finish()
+    }
+}
+
+/// What a handler may return: an [`Ack`], or a `Result` of one.
+pub trait IntoAck {
+    /// The ACK to send, or the error to count and log (an empty ACK is sent).
+    ///
+    /// # Errors
+    ///
+    /// The handler's own error.
+    fn into_ack(self) -> Result<Ack, BoxError>;
+}
+
+impl IntoAck for Ack {
+    fn into_ack(self) -> Result<Ack, BoxError> {
+        Ok(self)
+    }
+}
+
+impl<E: Into<BoxError>> IntoAck for Result<Ack, E> {
+    fn into_ack(self) -> Result<Ack, BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Turns each NOTIFY into the actions of its ACK.
+///
+/// Implemented for every `Fn(NotifyRequest) -> impl Future<Output = impl IntoAck>`,
+/// so an async closure is a handler:
+///
+/// ```
+/// use spop::runtime::{Agent, NotifyRequest};
+/// use spop::{Ack, VarScope};
+///
+/// let agent = Agent::builder().build(|req: NotifyRequest| async move {
+///     let score = req.message("check").and_then(|m| m.int("score").ok()).unwrap_or(0);
+///     Ack::new().set_var(VarScope::TRANSACTION, "score", score)
+/// });
+/// # drop(agent);
+/// ```
+///
+/// The runtime answers HAProxy in time whatever the handler does: an error, a
+/// panic or a run past the handler timeout gets an empty ACK, and is counted.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one NOTIFY.
+    fn call(
+        &self,
+        req: NotifyRequest,
+    ) -> impl Future<Output = Result<Ack, BoxError>> + Send + 'static;
+}
+
+impl<F, Fut, R> Handler for F
+where
+    F: Fn(NotifyRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoAck,
+{
+    fn call(
+        &self,
+        req: NotifyRequest,
+    ) -> impl Future<Output = Result<Ack, BoxError>> + Send + 'static {
+        let fut = self(req);
+        async move { fut.await.into_ack() }
+    }
+}
