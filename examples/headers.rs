@@ -4,7 +4,7 @@
 //! HAProxy config: `examples/haproxy/headers.cfg` and
 //! `examples/haproxy/headers-spoe.conf`.
 //!
-//! `cargo run -p spop-examples --example headers -- 127.0.0.1:12346`
+//! `cargo run -p spop-examples --bin headers -- 127.0.0.1:12346`
 use spop::runtime::{Agent, NotifyRequest};
 use spop::{Ack, VarScope};
 

@@ -2,7 +2,7 @@
 //! `txn.iprep.ip_score`. HAProxy config: `examples/haproxy/set-var.cfg` and
 //! `examples/haproxy/set-var-spoe.conf`.
 //!
-//! `cargo run -p spop-examples --example set_var -- 127.0.0.1:12345`
+//! `cargo run -p spop-examples --bin set_var -- 127.0.0.1:12345`
 use spop::runtime::{Agent, NotifyRequest};
 use spop::{Ack, VarScope};
 

@@ -149,7 +149,19 @@ async fn handshake_negotiates_size_and_capabilities() {
         .await
         .unwrap();
     assert_eq!(client.agent_hello().max_frame_size, 131068);
-    assert_eq!(client.agent_hello().capabilities, Capabilities::PIPELINING);
+    // fragmentation is what the agent can receive: announced even though
+    // HAProxy's HELLO does not list it (HAProxy 2.6 never does).
+    assert_eq!(
+        client.agent_hello().capabilities,
+        Capabilities::PIPELINING | Capabilities::FRAGMENTATION
+    );
+    let client = Client::connect(addr2, HaproxyHello::new(16380, Capabilities::NONE))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.agent_hello().capabilities,
+        Capabilities::FRAGMENTATION
+    );
     assert_eq!(agent.stats().frames_sent(spop::FrameType::AGENT_HELLO), 1);
 }
 
@@ -219,7 +231,7 @@ async fn health_check_is_answered_and_close_is_normal() {
     let FrameBody::AgentHello(answer) = frame.body else {
         panic!("{frame:?}")
     };
-    assert_eq!(answer.capabilities, Capabilities::NONE);
+    assert_eq!(answer.capabilities, Capabilities::FRAGMENTATION);
     // Reset right after a check, as HAProxy does: not an error.
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     #[allow(deprecated)] // a reset is exactly what this test wants
@@ -346,7 +358,11 @@ async fn abort_cancels_a_fragmented_frame() {
 
 #[tokio::test]
 async fn fragments_without_the_capability_are_refused() {
-    let (_agent, addr, _t) = start(Agent::builder(), echo).await;
+    let (_agent, addr, _t) = start(
+        Agent::builder().capabilities(Capabilities::PIPELINING),
+        echo,
+    )
+    .await;
     let mut client = Client::connect(addr, hello()).await.unwrap();
     client
         .send(fragment(

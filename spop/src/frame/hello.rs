@@ -140,16 +140,21 @@ impl AgentHello {
 
     /// The answer to `hello` from an agent that accepts frames up to
     /// `max_frame_size` and supports `capabilities`: the smaller limit, the
-    /// capabilities both sides have. Checks nothing; see
+    /// capabilities both sides have, and `fragmentation` if the agent has it
+    /// (HAProxy 2.x uses it without listing it). Checks nothing; see
     /// [`negotiate`](crate::negotiate) for the checks a server makes.
     pub fn answering(
         hello: &HaproxyHello,
         max_frame_size: u32,
         capabilities: Capabilities,
     ) -> Self {
+        // fragmentation says what the agent can *receive*: HAProxy 2.x
+        // fragments when the agent announces it, although its own HELLO does
+        // not list it, so it is kept whenever the agent supports it.
+        let receive_only = capabilities.intersection(Capabilities::FRAGMENTATION);
         Self::new(
             hello.max_frame_size.min(max_frame_size),
-            hello.capabilities.intersection(capabilities),
+            hello.capabilities.intersection(capabilities) | receive_only,
         )
     }
 

@@ -6,6 +6,7 @@
 //! use spop::runtime::{Agent, NotifyRequest};
 //! use spop::{Ack, VarScope};
 //!
+//! # #[allow(dead_code)]
 //! # async fn run() -> std::io::Result<()> {
 //! let agent = Agent::builder().build(|req: NotifyRequest| async move {
 //!     let ip_ok = req.message("check-client-ip").is_some();
@@ -19,8 +20,9 @@
 //! - waits for HAPROXY-HELLO (hello timeout), checks it with
 //!   [`negotiate`](crate::negotiate) (version 2.x, `max-frame-size`,
 //!   `capabilities`: statuses 5 to 9), answers AGENT-HELLO with the smaller
-//!   frame size and the common capabilities (`pipelining`, `fragmentation`;
-//!   `async` is never announced: ACKs always go back on the connection the
+//!   frame size and the capabilities: `pipelining` if HAProxy has it,
+//!   `fragmentation` (what the agent can receive; HAProxy 2.x uses it without
+//!   listing it), never `async` (ACKs always go back on the connection the
 //!   NOTIFY came on); a health check is answered and the close that follows is
 //!   not an error;
 //! - runs up to `max_in_flight` handlers at once per connection and writes each

@@ -1,0 +1,319 @@
+//! Test support: runs a real HAProxy (2.6 or 3.2) on loopback ports, and a
+//! tiny blocking HTTP/1.1 client that sends raw bytes verbatim.
+//!
+//! Include it with `#[path = "support/haproxy.rs"] mod haproxy;`. The binaries
+//! come from `.ci/install-haproxy.sh`, which writes their paths to
+//! `target/haproxy-paths.env`; `SPOP_HAPROXY_26` / `SPOP_HAPROXY_32` override.
+//! A missing HAProxy fails the test (never skips it).
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// 2.6 (Debian 12's package): the classic SPOE engine, fragmentation.
+    V26,
+    /// 3.2 (Debian sid's package): SPOE as a multiplexer, pipelining only.
+    V32,
+}
+
+fn workspace_root() -> PathBuf {
+    // CARGO_MANIFEST_DIR is a member crate; the workspace root is its parent.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The HAProxy binary for `v`.
+pub fn binary(v: Version) -> PathBuf {
+    let key = match v {
+        Version::V26 => "SPOP_HAPROXY_26",
+        Version::V32 => "SPOP_HAPROXY_32",
+    };
+    let from_env = std::env::var_os(key).map(PathBuf::from);
+    let from_file = || {
+        let env =
+            std::fs::read_to_string(workspace_root().join("target/haproxy-paths.env")).ok()?;
+        env.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|p| PathBuf::from(p.trim()))
+    };
+    let default = || match v {
+        Version::V26 => PathBuf::from("/usr/sbin/haproxy"),
+        Version::V32 => PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/haproxy-sid/haproxy"),
+    };
+    let path = from_env.or_else(from_file).unwrap_or_else(default);
+    assert!(
+        path.exists(),
+        "HAProxy {v:?} not found at {}: run `bash .ci/install-haproxy.sh` (the README test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `bind 127.0.0.1:PORT` ports of a config.
+fn bound_ports(cfg: &str) -> Vec<u16> {
+    cfg.lines()
+        .filter_map(|l| l.trim().strip_prefix("bind 127.0.0.1:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A running HAProxy, killed on drop.
+pub struct HaProxy {
+    version: Version,
+    dir: PathBuf,
+    cfg_path: PathBuf,
+    ports: Vec<u16>,
+    child: Option<Child>,
+}
+
+impl HaProxy {
+    /// Writes `cfg` (and the SPOE file, whose path replaces `{SPOE_CONF}` in
+    /// `cfg`) to a fresh directory, starts HAProxy in the foreground and waits
+    /// until every `bind 127.0.0.1:PORT` of the config accepts connections.
+    ///
+    /// Keep configs on 127.0.0.1. `nbthread 1` in `global` makes runs more
+    /// repeatable on a small machine.
+    pub fn start(version: Version, cfg: &str, spoe_cfg: Option<&str>) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "spop-haproxy-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut cfg = cfg.to_owned();
+        if let Some(spoe) = spoe_cfg {
+            let spoe_path = dir.join("spoe.conf");
+            std::fs::write(&spoe_path, spoe).expect("write spoe.conf");
+            cfg = cfg.replace("{SPOE_CONF}", &spoe_path.display().to_string());
+        }
+        let cfg_path = dir.join("haproxy.cfg");
+        std::fs::write(&cfg_path, &cfg).expect("write haproxy.cfg");
+        let mut haproxy = Self {
+            version,
+            ports: bound_ports(&cfg),
+            dir,
+            cfg_path,
+            child: None,
+        };
+        haproxy.launch();
+        haproxy
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("haproxy.log")
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(binary(self.version))
+            .arg("-f")
+            .arg(&self.cfg_path)
+            .arg("-db")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start haproxy");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &port in &self.ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "HAProxy exited ({status}) before binding {port}:\n{}",
+                        self.log()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "HAProxy did not bind {port}:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// What HAProxy printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops HAProxy and waits until its ports are free.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &port in &self.ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} still open after stop"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts HAProxy again with the same config and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A response read by [`http_request`].
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes `raw` to 127.0.0.1:`port` verbatim and reads one response
+/// (Content-Length, chunked, or until close), within 10 seconds.
+pub fn http_request(port: u16, raw: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).ok();
+    stream.write_all(raw).expect("write request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut rest = buf[head_end..].to_vec();
+    let mut read_more = |rest: &mut Vec<u8>| -> bool {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                rest.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    };
+    let body = if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < len && read_more(&mut rest) {}
+        rest.truncate(len);
+        rest
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        let mut pos = 0;
+        loop {
+            let line_end = loop {
+                if let Some(i) = rest[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
+                }
+                assert!(read_more(&mut rest), "chunked body cut short");
+            };
+            let size_str = String::from_utf8_lossy(&rest[pos..line_end]).into_owned();
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            pos = line_end + 2;
+            if size == 0 {
+                break;
+            }
+            while rest.len() < pos + size + 2 {
+                assert!(read_more(&mut rest), "chunk cut short");
+            }
+            body.extend_from_slice(&rest[pos..pos + size]);
+            pos += size + 2;
+        }
+        body
+    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else {
+        while read_more(&mut rest) {}
+        rest
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
