@@ -3,7 +3,8 @@
 //! It opens N connections to an agent, says HELLO on each, then keeps
 //! `--depth` NOTIFY frames in flight per connection (pipelining), made from a
 //! captured HAProxy frame, for `--duration` seconds. It prints ACKs per second
-//! and the latency percentiles of NOTIFY → ACK.
+//! and the latency percentiles of NOTIFY → ACK. It runs on one thread, so that
+//! pinned to one core (`taskset -c 1`) it leaves the other to the agent.
 //!
 //! `cargo run --release -p spop-benches --bin spop-bench -- --addr 127.0.0.1:12345 -c 10 -d 8 -t 10`
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use spop::runtime::Client;
 use spop::{Capabilities, Frame, FrameBody, HaproxyHello};
 use tokio::net::TcpStream;
@@ -33,9 +34,15 @@ struct Args {
     /// Seconds of measurement (after one second of warm-up).
     #[arg(short = 't', long, default_value_t = 10)]
     duration: u64,
-    /// A captured frame file (4-byte LENGTH included) whose NOTIFY payload is sent.
+    /// A captured frame file (4-byte LENGTH included) whose NOTIFY is sent
+    /// (default: the captured typed NOTIFY, whose `ip` argument the example
+    /// agents read).
     #[arg(long)]
     frame: Option<PathBuf>,
+    /// Rename the frame's messages to this (the example agents answer
+    /// `check-client-ip`); an empty name keeps the captured names.
+    #[arg(long, default_value = "check-client-ip")]
+    message: String,
     /// Frame size proposed in the HELLO.
     #[arg(long, default_value_t = 16380)]
     max_frame_size: u32,
@@ -44,21 +51,31 @@ struct Args {
 fn default_frame() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/haproxy-3.2.26/mirror-02-notify.bin"
+        "/../../shared/vectors/haproxy-3.2.26/typed-01-notify.bin"
     ))
 }
 
-fn load_notify(path: &PathBuf) -> Result<spop::Notify, String> {
+fn load_notify(path: &PathBuf, rename: &str) -> Result<spop::Notify, String> {
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw = Bytes::from(raw);
     let payload = raw
         .get(4..)
         .map(|_| raw.slice(4..))
         .ok_or("frame file too short")?;
-    match Frame::decode(payload).map_err(|e| e.to_string())?.body {
-        FrameBody::Notify(n) => Ok(n),
-        _ => Err("not a complete NOTIFY frame".into()),
+    let FrameBody::Notify(notify) = Frame::decode(payload).map_err(|e| e.to_string())?.body else {
+        return Err("not a complete NOTIFY frame".into());
+    };
+    if rename.is_empty() {
+        return Ok(notify);
     }
+    let mut builder = spop::Notify::builder();
+    for msg in notify.messages() {
+        builder = builder.message(rename);
+        for (name, value) in msg.args() {
+            builder = builder.arg(name, value);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 struct ConnResult {
@@ -77,8 +94,7 @@ async fn run_connection(
     let client = Client::connect(args.addr.as_str(), hello)
         .await
         .map_err(|e| e.to_string())?;
-    let framed = client.into_framed();
-    let (mut sink, mut stream) = StreamExt::split::<Frame>(framed);
+    let mut framed = client.into_framed();
     let depth = args.depth.max(1);
     let mut sent_at = std::collections::HashMap::<u64, Instant>::with_capacity(depth * 2);
     let mut next_id: u64 = 1;
@@ -87,43 +103,57 @@ async fn run_connection(
         acks: 0,
         errors: 0,
     };
-    loop {
-        let now = Instant::now();
-        if now >= end {
+    'outer: loop {
+        if Instant::now() >= end {
             break;
         }
+        // Refill the window, then one write for the lot.
         while sent_at.len() < depth {
             let frame = Frame::notify(next_id, 1, notify.clone());
-            sink.feed(frame).await.map_err(|e| e.to_string())?;
+            SinkExt::<Frame>::feed(&mut framed, frame)
+                .await
+                .map_err(|e| e.to_string())?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
-        sink.flush().await.map_err(|e| e.to_string())?;
-        let frame = match tokio::time::timeout_at(end.into(), stream.next()).await {
+        SinkExt::<Frame>::flush(&mut framed)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Wait for one ACK, then take every ACK already read.
+        let mut next = match tokio::time::timeout_at(end.into(), framed.next()).await {
             Err(_) => break,
-            Ok(None) => return Err("agent closed the connection".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(Some(Ok(frame))) => frame,
+            Ok(next) => next,
         };
-        match frame.body {
-            FrameBody::Ack(_) => {
-                let Some(t0) = sent_at.remove(&frame.metadata.stream_id) else {
-                    result.errors += 1;
-                    continue;
-                };
-                let done = Instant::now();
-                if t0 >= warmup_end {
-                    result.acks += 1;
-                    let us = done.duration_since(t0).as_micros();
-                    result
-                        .latencies_us
-                        .push(u32::try_from(us).unwrap_or(u32::MAX));
+        loop {
+            let frame = match next {
+                None => return Err("agent closed the connection".into()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(frame)) => frame,
+            };
+            match frame.body {
+                FrameBody::Ack(_) => {
+                    let done = Instant::now();
+                    match sent_at.remove(&frame.metadata.stream_id) {
+                        Some(t0) if t0 >= warmup_end => {
+                            result.acks += 1;
+                            let us = done.duration_since(t0).as_micros();
+                            result
+                                .latencies_us
+                                .push(u32::try_from(us).unwrap_or(u32::MAX));
+                        }
+                        Some(_) => {}
+                        None => result.errors += 1,
+                    }
                 }
+                FrameBody::AgentDisconnect(d) => {
+                    return Err(format!("agent disconnected: {}", d.status));
+                }
+                _ => result.errors += 1,
             }
-            FrameBody::AgentDisconnect(d) => {
-                return Err(format!("agent disconnected: {}", d.status));
+            match framed.next().now_or_never() {
+                Some(n) => next = n,
+                None => continue 'outer,
             }
-            _ => result.errors += 1,
         }
     }
     Ok(result)
@@ -137,10 +167,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted.get(rank).copied().unwrap_or(0)) / 1000.0
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    let notify = match load_notify(args.frame.as_ref().unwrap_or(&default_frame())) {
+    let notify = match load_notify(
+        args.frame.as_ref().unwrap_or(&default_frame()),
+        &args.message,
+    ) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("spop-bench: {e}");

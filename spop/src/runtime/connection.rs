@@ -120,10 +120,14 @@ where
 {
     let cfg = &inner.config;
     let stats = &inner.stats;
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut draining = *shutdown.borrow_and_update();
+    let mut stop = std::pin::pin!(shutdown_requested(inner.shutdown.subscribe()));
+    let mut draining = false;
     let mut drain_deadline = Instant::now() + cfg.shutdown_timeout;
-    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
+    // One timer for idleness, re-armed lazily: it fires after a whole idle
+    // period without frames (so detection takes between one and two periods),
+    // and no timer is touched per frame.
+    let mut idle = std::pin::pin!(tokio::time::sleep(cfg.idle_timeout));
+    let (mut frames_seen, mut frames_at_idle_check) = (0u64, 0u64);
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut reassembler = Reassembler::new(cfg.max_reassembly_bytes);
     let fragmentation = caps.contains(Capabilities::FRAGMENTATION);
@@ -148,15 +152,13 @@ where
                     }
                 }
             }
-            changed = shutdown.changed(), if !draining => {
-                if changed.is_err() || *shutdown.borrow() {
-                    draining = true;
-                    drain_deadline = Instant::now() + cfg.shutdown_timeout;
-                }
+            () = &mut stop, if !draining => {
+                draining = true;
+                drain_deadline = Instant::now() + cfg.shutdown_timeout;
                 continue;
             }
             frame = framed.next(), if can_read => {
-                idle_deadline = Instant::now() + cfg.idle_timeout;
+                frames_seen += 1;
                 let frame = match frame {
                     None => break End::Closed,
                     Some(Err(Error::Io(err))) => {
@@ -172,18 +174,32 @@ where
                 stats.frame_received(frame.frame_type());
                 match on_frame(inner, frame, hello, fragmentation, &mut reassembler) {
                     Ok(Some(req)) => {
-                        stats.in_flight.fetch_add(1, Relaxed);
-                        in_flight.push(start(inner, req));
+                        if let Some(pending) = dispatch(inner, framed, req) {
+                            match pending {
+                                Ok(fut) => {
+                                    stats.in_flight.fetch_add(1, Relaxed);
+                                    in_flight.push(fut);
+                                }
+                                Err(end) => break end,
+                            }
+                        }
                     }
                     Ok(None) => {}
                     Err(end) => break end,
                 }
-                // Read on while frames are already buffered, up to the limit.
-                continue;
+                // Handle every frame already buffered before one flush.
+                if frame_buffered(framed.read_buffer()) {
+                    continue;
+                }
             }
-            () = sleep_until(idle_deadline), if !draining && in_flight.is_empty() => {
-                tracing::debug!("idle timeout");
-                break End::Disconnect(Status::TIMEOUT, "idle timeout".to_owned());
+            () = &mut idle, if !draining && in_flight.is_empty() => {
+                if frames_seen == frames_at_idle_check {
+                    tracing::debug!("idle timeout");
+                    break End::Disconnect(Status::TIMEOUT, "idle timeout".to_owned());
+                }
+                frames_at_idle_check = frames_seen;
+                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+                continue;
             }
             () = sleep_until(drain_deadline), if draining => {
                 break End::Disconnect(Status::NORMAL, "agent shutting down".to_owned());
@@ -197,6 +213,75 @@ where
     let dropped = in_flight.len() as u64;
     stats.in_flight.fetch_sub(dropped, Relaxed);
     end
+}
+
+/// Completes once the agent is shutting down.
+async fn shutdown_requested(mut rx: tokio::sync::watch::Receiver<bool>) {
+    // An error means the agent is gone: stop too.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// `true` if the read buffer already holds a whole frame (or a bad length,
+/// which the next read reports without waiting).
+fn frame_buffered(buf: &bytes::BytesMut) -> bool {
+    buf.first_chunk::<4>()
+        .is_some_and(|head| buf.len() >= 4 + u32::from_be_bytes(*head) as usize)
+}
+
+/// Runs the handler: a handler that is ready at once (the common case) is
+/// answered right here, with no task, timer or queue; one that is not goes
+/// in flight with its timeout.
+fn dispatch<H, S>(
+    inner: &Arc<Inner<H>>,
+    framed: &mut Framed<S, SpopCodec>,
+    req: NotifyRequest,
+) -> Option<Result<InFlight, End>>
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream_id, frame_id) = (req.stream_id, req.frame_id);
+    // A handler that panics while building its future is caught too.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.handler.call(req))) {
+        Ok(fut) => fut,
+        Err(_) => {
+            return answer(inner, framed, stream_id, frame_id, Outcome::Panicked)
+                .err()
+                .map(Err)
+        }
+    };
+    let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    let outcome = match (&mut fut).now_or_never() {
+        Some(result) => outcome(result, stream_id, frame_id),
+        None => {
+            let limit = inner.config.handler_timeout;
+            return Some(Ok(Box::pin(async move {
+                let outcome = match timeout(limit, fut).await {
+                    Ok(result) => outcome(result, stream_id, frame_id),
+                    Err(_) => Outcome::TimedOut,
+                };
+                (stream_id, frame_id, outcome)
+            })));
+        }
+    };
+    answer(inner, framed, stream_id, frame_id, outcome)
+        .err()
+        .map(Err)
+}
+
+fn outcome(
+    result: std::thread::Result<Result<Ack, super::BoxError>>,
+    stream_id: u64,
+    frame_id: u64,
+) -> Outcome {
+    match result {
+        Ok(Ok(ack)) => Outcome::Ack(ack),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, stream_id, frame_id, "handler failed");
+            Outcome::Failed
+        }
+        Err(_) => Outcome::Panicked,
+    }
 }
 
 /// What to do with one received frame after the handshake.
@@ -255,29 +340,6 @@ fn on_frame<H: Handler>(
             ))
         }
     }
-}
-
-/// Runs the handler with its timeout, catching panics.
-fn start<H: Handler>(inner: &Arc<Inner<H>>, req: NotifyRequest) -> InFlight {
-    let (stream_id, frame_id) = (req.stream_id, req.frame_id);
-    let limit = inner.config.handler_timeout;
-    // A handler that panics while building its future is caught too.
-    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| inner.handler.call(req)));
-    Box::pin(async move {
-        let Ok(fut) = fut else {
-            return (stream_id, frame_id, Outcome::Panicked);
-        };
-        let outcome = match timeout(limit, AssertUnwindSafe(fut).catch_unwind()).await {
-            Ok(Ok(Ok(ack))) => Outcome::Ack(ack),
-            Ok(Ok(Err(err))) => {
-                tracing::debug!(error = %err, stream_id, frame_id, "handler failed");
-                Outcome::Failed
-            }
-            Ok(Err(_)) => Outcome::Panicked,
-            Err(_) => Outcome::TimedOut,
-        };
-        (stream_id, frame_id, outcome)
-    })
 }
 
 /// Queues the ACK for a finished handler.
