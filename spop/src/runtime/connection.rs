@@ -242,13 +242,10 @@ where
 {
     let (stream_id, frame_id) = (req.stream_id, req.frame_id);
     // A handler that panics while building its future is caught too.
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.handler.call(req))) {
-        Ok(fut) => fut,
-        Err(_) => {
-            return answer(inner, framed, stream_id, frame_id, Outcome::Panicked)
-                .err()
-                .map(Err)
-        }
+    let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| inner.handler.call(req))) else {
+        return answer(inner, framed, stream_id, frame_id, Outcome::Panicked)
+            .err()
+            .map(Err);
     };
     let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
     let outcome = match (&mut fut).now_or_never() {
