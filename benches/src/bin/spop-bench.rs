@@ -120,9 +120,8 @@ async fn run_connection(
             .await
             .map_err(|e| e.to_string())?;
         // Wait for one ACK, then take every ACK already read.
-        let mut next = match tokio::time::timeout_at(end.into(), framed.next()).await {
-            Err(_) => break,
-            Ok(next) => next,
+        let Ok(mut next) = tokio::time::timeout_at(end.into(), framed.next()).await else {
+            break;
         };
         loop {
             let frame = match next {
