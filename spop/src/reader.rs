@@ -65,6 +65,15 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
+    /// The varint length of a field; running out names the field.
+    #[inline]
+    fn length(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        self.varint().map_err(|e| match e {
+            DecodeError::Truncated { .. } => DecodeError::Truncated { what },
+            other => other,
+        })
+    }
+
     /// Skips `len` bytes, returning the range they cover.
     #[inline]
     fn span(&mut self, len: u64, what: &'static str) -> Result<(usize, usize), DecodeError> {
@@ -81,7 +90,7 @@ impl<'a> Reader<'a> {
     /// A varint length and that many bytes, as a view.
     #[inline]
     pub(crate) fn string(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
-        let len = self.varint()?;
+        let len = self.length(what)?;
         let (start, end) = self.span(len, what)?;
         Ok(self.buf.slice(start..end))
     }
@@ -89,7 +98,7 @@ impl<'a> Reader<'a> {
     /// A varint length and that many bytes, as a borrowed slice (no refcount).
     #[inline]
     pub(crate) fn string_ref(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let len = self.varint()?;
+        let len = self.length(what)?;
         let (start, end) = self.span(len, what)?;
         Ok(self.buf.get(start..end).unwrap_or_default())
     }
