@@ -1,5 +1,9 @@
 //! A bounds-checked cursor over a frame's `Bytes`: every read checks what is
-//! left first, and variable-length fields come out as `Bytes` views.
+//! left first, and variable-length fields come out as `Bytes` views (or
+//! borrowed slices, where no owner is needed).
+//!
+//! The common cases (one-byte varints, short fields) take an inlined fast
+//! path; errors are built in cold functions so the hot loop stays small.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -11,13 +15,24 @@ use crate::{varint, DecodeError};
 #[derive(Clone)]
 pub(crate) struct Reader<'a> {
     buf: &'a Bytes,
+    data: &'a [u8],
     pos: usize,
+}
+
+#[cold]
+#[inline(never)]
+fn truncated(what: &'static str) -> DecodeError {
+    DecodeError::Truncated { what }
 }
 
 impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn new(buf: &'a Bytes) -> Self {
-        Self { buf, pos: 0 }
+        Self {
+            buf,
+            data: buf,
+            pos: 0,
+        }
     }
 
     #[inline]
@@ -27,19 +42,23 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
+        self.pos >= self.data.len()
     }
 
     #[inline]
     fn rest(&self) -> &'a [u8] {
-        self.buf.get(self.pos..).unwrap_or_default()
+        self.data.get(self.pos..).unwrap_or_default()
     }
 
     #[inline]
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        let b = *self.rest().first().ok_or(DecodeError::Truncated { what })?;
-        self.pos += 1;
-        Ok(b)
+        match self.data.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(truncated(what)),
+        }
     }
 
     #[inline]
@@ -53,13 +72,24 @@ impl<'a> Reader<'a> {
         let bytes = self
             .rest()
             .first_chunk::<N>()
-            .ok_or(DecodeError::Truncated { what })?;
+            .ok_or_else(|| truncated(what))?;
         self.pos += N;
         Ok(*bytes)
     }
 
     #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        match self.data.get(self.pos) {
+            Some(&b) if b < 240 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let (value, used) = varint::decode_slice(self.rest())?;
         self.pos += used;
         Ok(value)
@@ -68,22 +98,28 @@ impl<'a> Reader<'a> {
     /// The varint length of a field; running out names the field.
     #[inline]
     fn length(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        self.varint().map_err(|e| match e {
-            DecodeError::Truncated { .. } => DecodeError::Truncated { what },
-            other => other,
-        })
+        match self.data.get(self.pos) {
+            Some(&b) if b < 240 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            None => Err(truncated(what)),
+            Some(_) => self.varint_long().map_err(|e| match e {
+                DecodeError::Truncated { .. } => truncated(what),
+                other => other,
+            }),
+        }
     }
 
     /// Skips `len` bytes, returning the range they cover.
     #[inline]
     fn span(&mut self, len: u64, what: &'static str) -> Result<(usize, usize), DecodeError> {
-        let left = self.buf.len().saturating_sub(self.pos);
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&len| len <= left)
-            .ok_or(DecodeError::Truncated { what })?;
+        let left = self.data.len().saturating_sub(self.pos);
+        if len > left as u64 {
+            return Err(truncated(what));
+        }
         let start = self.pos;
-        self.pos += len;
+        self.pos += len as usize;
         Ok((start, self.pos))
     }
 
@@ -100,14 +136,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn string_ref(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.length(what)?;
         let (start, end) = self.span(len, what)?;
-        Ok(self.buf.get(start..end).unwrap_or_default())
-    }
-
-    /// The rest of the buffer as a view.
-    pub(crate) fn remainder(&mut self) -> Bytes {
-        let start = self.pos.min(self.buf.len());
-        self.pos = self.buf.len();
-        self.buf.slice(start..)
+        Ok(self.data.get(start..end).unwrap_or_default())
     }
 
     /// The type byte of a typed value: its type and its flag nibble.
@@ -116,28 +145,26 @@ impl<'a> Reader<'a> {
         let byte = self.u8("data type")?;
         let ty = DataType(byte & 0x0f);
         if ty.0 > DataType::BINARY.0 {
-            return Err(DecodeError::UnknownDataType(ty.0));
+            return Err(unknown_type(ty.0));
         }
         Ok((ty, byte & 0xf0))
     }
 
     /// Reads one typed value.
+    #[inline]
     pub(crate) fn typed(&mut self) -> Result<TypedData, DecodeError> {
         let (ty, flags) = self.data_type()?;
         Ok(match ty {
+            DataType::STRING => TypedData::String(self.string("STRING")?),
+            DataType::BINARY => TypedData::Binary(self.string("BINARY")?),
             DataType::NULL => TypedData::Null,
             DataType::BOOL => TypedData::Bool(flags & 0x10 != 0),
             DataType::INT32 => TypedData::Int32(int32(self.varint()?)?),
-            DataType::UINT32 => TypedData::Uint32(
-                u32::try_from(self.varint()?)
-                    .map_err(|_| DecodeError::InvalidValue { what: "UINT32" })?,
-            ),
+            DataType::UINT32 => TypedData::Uint32(uint32(self.varint()?)?),
             DataType::INT64 => TypedData::Int64(self.varint()? as i64),
             DataType::UINT64 => TypedData::Uint64(self.varint()?),
             DataType::IPV4 => TypedData::Ipv4(Ipv4Addr::from(self.array::<4>("IPV4")?)),
-            DataType::IPV6 => TypedData::Ipv6(Ipv6Addr::from(self.array::<16>("IPV6")?)),
-            DataType::STRING => TypedData::String(self.string("STRING")?),
-            _ => TypedData::Binary(self.string("BINARY")?),
+            _ => TypedData::Ipv6(Ipv6Addr::from(self.array::<16>("IPV6")?)),
         })
     }
 
@@ -146,13 +173,21 @@ impl<'a> Reader<'a> {
     pub(crate) fn skip_typed(&mut self) -> Result<(), DecodeError> {
         let (ty, _) = self.data_type()?;
         match ty {
+            DataType::STRING | DataType::BINARY => {
+                let what = if ty == DataType::STRING {
+                    "STRING"
+                } else {
+                    "BINARY"
+                };
+                let len = self.length(what)?;
+                self.span(len, what)?;
+            }
             DataType::NULL | DataType::BOOL => {}
             DataType::INT32 => {
                 int32(self.varint()?)?;
             }
             DataType::UINT32 => {
-                u32::try_from(self.varint()?)
-                    .map_err(|_| DecodeError::InvalidValue { what: "UINT32" })?;
+                uint32(self.varint()?)?;
             }
             DataType::INT64 | DataType::UINT64 => {
                 self.varint()?;
@@ -160,15 +195,25 @@ impl<'a> Reader<'a> {
             DataType::IPV4 => {
                 self.span(4, "IPV4")?;
             }
-            DataType::IPV6 => {
-                self.span(16, "IPV6")?;
-            }
             _ => {
-                self.string_ref("STRING")?;
+                self.span(16, "IPV6")?;
             }
         }
         Ok(())
     }
+
+    /// One KV-LIST item: a STRING key (borrowed) and a typed value.
+    pub(crate) fn kv(&mut self) -> Result<(&'a [u8], TypedData), DecodeError> {
+        let key = self.string_ref("key")?;
+        let value = self.typed()?;
+        Ok((key, value))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_type(t: u8) -> DecodeError {
+    DecodeError::UnknownDataType(t)
 }
 
 /// INT32 travels as the two's complement in 64 bits; a 32-bit two's complement
@@ -180,11 +225,7 @@ fn int32(raw: u64) -> Result<i32, DecodeError> {
         .map_err(|_| DecodeError::InvalidValue { what: "INT32" })
 }
 
-impl<'a> Reader<'a> {
-    /// One KV-LIST item: a STRING key (borrowed) and a typed value.
-    pub(crate) fn kv(&mut self) -> Result<(&'a [u8], TypedData), DecodeError> {
-        let key = self.string_ref("key")?;
-        let value = self.typed()?;
-        Ok((key, value))
-    }
+#[inline]
+fn uint32(raw: u64) -> Result<u32, DecodeError> {
+    u32::try_from(raw).map_err(|_| DecodeError::InvalidValue { what: "UINT32" })
 }

@@ -15,7 +15,7 @@ mod notify;
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 pub use ack::{Ack, Action, VarScope};
 pub use capabilities::Capabilities;
@@ -299,7 +299,7 @@ impl Frame {
     /// let err = Frame::decode(Bytes::from_static(&[42, 0, 0, 0, 1, 0, 0])).unwrap_err();
     /// assert_eq!(err, DecodeError::UnknownFrameType(42));
     /// ```
-    pub fn decode(payload: Bytes) -> Result<Self, DecodeError> {
+    pub fn decode(mut payload: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader::new(&payload);
         let frame_type = FrameType(r.u8("frame type")?);
         let flags = Flags(r.u32("flags")?);
@@ -310,7 +310,10 @@ impl Frame {
             stream_id,
             frame_id,
         };
-        let rest = r.remainder();
+        // Move the view past the header: no refcount traffic.
+        let header_len = r.pos();
+        payload.advance(header_len);
+        let rest = payload;
         let body = match frame_type {
             FrameType::HAPROXY_HELLO => FrameBody::HaproxyHello(HaproxyHello::decode(&rest)?),
             FrameType::AGENT_HELLO => FrameBody::AgentHello(AgentHello::decode(&rest)?),
