@@ -19,8 +19,8 @@ use spop::{Ack, AgentHello, Capabilities, Frame, VarScope};
 
 fn spop_ack(n: usize) -> Frame {
     let mut ack = Ack::new();
-    for i in 0..n {
-        ack = ack.set_var(VarScope::TRANSACTION, NAMES[i], i as i64);
+    for (i, name) in NAMES.iter().take(n).enumerate() {
+        ack = ack.set_var(VarScope::TRANSACTION, *name, i as i64);
     }
     Frame::ack(7, 1, ack)
 }
@@ -29,8 +29,8 @@ const NAMES: [&str; 5] = ["ip_score", "mirrored", "country", "asn", "risk"];
 
 fn nbari_ack(n: usize) -> nbari_spop::frames::Ack {
     let mut ack = nbari_spop::frames::Ack::new(7, 1);
-    for i in 0..n {
-        ack = ack.set_var(nbari_spop::VarScope::Transaction, NAMES[i], i as i64);
+    for (i, name) in NAMES.iter().take(n).enumerate() {
+        ack = ack.set_var(nbari_spop::VarScope::Transaction, name, i as i64);
     }
     ack
 }
