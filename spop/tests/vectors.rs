@@ -79,7 +79,7 @@ fn check_messages(what: &str, notify: &Notify, want: &Value) -> usize {
     let mut args_checked = 0;
     for (msg, want) in notify.messages().zip(want) {
         assert_eq!(
-            &msg.name()[..],
+            msg.name(),
             want["name"].as_str().unwrap().as_bytes(),
             "{what}"
         );
@@ -87,7 +87,7 @@ fn check_messages(what: &str, notify: &Notify, want: &Value) -> usize {
         assert_eq!(msg.len(), want_args.len(), "{what}: arg count");
         for ((name, value), want) in msg.args().zip(want_args) {
             let want_name = want[0].as_str().unwrap();
-            assert_eq!(&name[..], want_name.as_bytes(), "{what}: arg name");
+            assert_eq!(name, want_name.as_bytes(), "{what}: arg name");
             check_value(&format!("{what}: {want_name}"), &value, &want[1]);
             args_checked += 1;
         }
