@@ -43,7 +43,7 @@ fn print_frame(path: &str, frame: &Frame) {
             for msg in notify.messages() {
                 println!("  message {}", String::from_utf8_lossy(msg.name()));
                 for (name, value) in msg.args() {
-                    let name = String::from_utf8_lossy(&name);
+                    let name = String::from_utf8_lossy(name);
                     match value {
                         TypedData::String(s) => {
                             println!("    {name} = {:?}", String::from_utf8_lossy(&s))
