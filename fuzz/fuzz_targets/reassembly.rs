@@ -31,8 +31,16 @@ fuzz_target!(|pieces: Vec<Piece>| {
             flags |= Flags::ABORT.0;
         }
         let data = Bytes::from(p.data.clone());
-        let body = if p.first { FrameBody::NotifyFragment(data) } else { FrameBody::Unset(data) };
-        let metadata = Metadata { flags: Flags(flags), stream_id: u64::from(p.stream_id % 3), frame_id: 1 };
+        let body = if p.first {
+            FrameBody::NotifyFragment(data)
+        } else {
+            FrameBody::Unset(data)
+        };
+        let metadata = Metadata {
+            flags: Flags(flags),
+            stream_id: u64::from(p.stream_id % 3),
+            frame_id: 1,
+        };
         let was_pending = r.pending_ids();
         match r.push(Frame { metadata, body }) {
             Ok(Reassembled::Pending) => {
@@ -46,7 +54,9 @@ fuzz_target!(|pieces: Vec<Piece>| {
             Ok(Reassembled::Frame(frame)) => {
                 assert!(!p.first && p.fin && was_pending.is_some());
                 expect.extend_from_slice(&p.data);
-                let FrameBody::Notify(n) = frame.body else { panic!("not a NOTIFY") };
+                let FrameBody::Notify(n) = frame.body else {
+                    panic!("not a NOTIFY")
+                };
                 assert_eq!(&n.payload()[..], &expect[..]);
                 expect.clear();
             }
