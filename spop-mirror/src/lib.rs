@@ -1,0 +1,56 @@
+//! spop-mirror: an SPOP agent that mirrors the HTTP traffic HAProxy reports to
+//! shadow servers, without making production traffic wait.
+//!
+//! HAProxy's SPOE filter sends a `mirror` message per request; [`handler`]
+//! turns each into a [`request::MirrorRequest`] (views into the frame, no copy
+//! of the body) and hands it to the [`mirror::Mirror`] engine, then HAProxy
+//! gets its ACK at once. The engine filters, samples and queues the request
+//! for every target, each with its own bounded queue, worker pool and
+//! keep-alive connection pool.
+
+// Indexing here is by target index into vectors built together from the same
+// target list, never by data from the wire (that is parsed by `spop`).
+#![allow(clippy::indexing_slicing)]
+
+pub mod config;
+pub mod metrics;
+pub mod mirror;
+pub mod request;
+pub mod server;
+
+use spop::runtime::NotifyRequest;
+use spop::Ack;
+
+use crate::mirror::Mirror;
+use crate::request::ArgNames;
+
+/// The SPOP handler: every `message` of a NOTIFY goes to the mirror; the ACK
+/// is empty and immediate.
+pub fn handler(
+    mirror: Mirror,
+    message: String,
+    names: ArgNames,
+) -> impl Fn(NotifyRequest) -> std::future::Ready<Ack> + Send + Sync + 'static {
+    move |req: NotifyRequest| {
+        for msg in req.messages() {
+            if msg.name() != message.as_bytes() {
+                continue;
+            }
+            mirror.received();
+            match request::build(&msg, &names) {
+                Ok(r) => {
+                    mirror.submit(r);
+                }
+                Err(kind) => {
+                    if mirror.metrics().bad_message(kind) {
+                        tracing::warn!(
+                            kind = kind.label(),
+                            "bad mirror message (logged once per kind, counted in spop_mirror_bad_messages_total)"
+                        );
+                    }
+                }
+            }
+        }
+        std::future::ready(Ack::new())
+    }
+}

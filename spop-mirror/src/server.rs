@@ -1,0 +1,143 @@
+//! Running it all: the SPOP agent, the metrics endpoint, signals and drain.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use spop::runtime::{Agent, Listener};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mirror::{Mirror, MirrorConfig};
+use crate::request::ArgNames;
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    agent: Arc<spop::runtime::Stats>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<Incoming>| {
+                let body = if req.uri().path() == "/metrics" {
+                    Some(metrics.render(Some(&agent)))
+                } else {
+                    None
+                };
+                async move {
+                    let resp = match body {
+                        Some(text) => Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(text))),
+                        None => Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
+                    };
+                    Ok::<_, Infallible>(resp.unwrap_or_default())
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Where a running instance listens (for tests and logs).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The SPOP address (TCP), if TCP.
+    pub spop: Option<SocketAddr>,
+    /// The metrics address, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs spop-mirror until `stop` completes (a signal, in the binary): then it
+/// stops accepting, lets HAProxy connections finish their frames and say
+/// goodbye, drains the mirror queues up to `--drain-timeout`, and returns.
+///
+/// `ready` receives the bound addresses once listening.
+///
+/// # Errors
+///
+/// Binding the SPOP or metrics address.
+pub async fn run(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> std::io::Result<()> {
+    let metrics = Metrics::new(cfg.targets.iter().map(ToString::to_string));
+    let (mirror, workers) = Mirror::start(MirrorConfig::from(&cfg), Arc::clone(&metrics));
+    let names = ArgNames {
+        method: cfg.arg_method.clone(),
+        path: cfg.arg_path.clone(),
+        version: cfg.arg_ver.clone(),
+        headers: cfg.arg_hdrs.clone(),
+        body: cfg.arg_body.clone(),
+    };
+    let agent = Agent::builder()
+        .max_connections(cfg.max_connections)
+        .shutdown_timeout(cfg.drain_timeout)
+        .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
+    let listener = Listener::bind(&cfg.listen).await?;
+    let mut bound = Bound {
+        spop: listener.local_addr(),
+        metrics: None,
+    };
+    let metrics_task = match cfg.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            bound.metrics = l.local_addr().ok();
+            Some(tokio::spawn(serve_metrics(
+                l,
+                Arc::clone(&metrics),
+                Arc::clone(agent.stats()),
+            )))
+        }
+        None => None,
+    };
+    tracing::info!(listen = %cfg.listen, targets = ?cfg.targets.iter().map(ToString::to_string).collect::<Vec<_>>(), metrics = ?bound.metrics, "spop-mirror started");
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+    let serving = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.serve_listener(listener).await }
+    });
+    stop.await;
+    tracing::info!("stopping: no new connections, draining");
+    agent.shutdown();
+    let _ = serving.await;
+    mirror.close();
+    let drained = workers.drain(cfg.drain_timeout).await;
+    if !drained {
+        tracing::warn!("drain deadline passed; requests still queued were dropped");
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let ListenAddr::Unix(path) = &cfg.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!(
+        received = metrics.received_total(),
+        accepted = metrics.accepted_total(),
+        "spop-mirror stopped"
+    );
+    Ok(())
+}
+
+use spop::runtime::ListenAddr;
