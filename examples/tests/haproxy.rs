@@ -256,7 +256,7 @@ fn large_body_arrives_whole_through_fragmentation_26() {
 defaults\n    mode http\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
 frontend www\n    bind 127.0.0.1:{www}\n    option http-buffer-request\n    filter spoe engine frag config {{SPOE_CONF}}\n\
     http-response set-header x-body-len \"%[var(txn.frag.len)]\"\n    default_backend app\n\
-frontend app\n    bind 127.0.0.1:{app}\n    http-request return status 200 content-type text/plain string ok\n\
+frontend app_server\n    bind 127.0.0.1:{app}\n    http-request return status 200 content-type text/plain string ok\n\
 backend app\n    server app1 127.0.0.1:{app}\n\
 backend agents\n    mode tcp\n    timeout connect 5s\n    timeout server 30s\n    server a1 127.0.0.1:{agent_port}\n"
     );

@@ -1,0 +1,446 @@
+//! spop-mirror behind real HAProxy 2.6 and 3.2: requests sent through HAProxy
+//! reach a recording target intact, HAProxy's answers never wait for the
+//! mirror, and drops, filters, sampling, added headers, several targets,
+//! metrics and shutdown behave.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{free_port, haproxy_config, send, HaProxy, Mirror, Target, Version};
+
+struct Setup {
+    haproxy: HaProxy,
+    mirror: Mirror,
+    www: u16,
+    _app: Target,
+}
+
+async fn setup(
+    version: Version,
+    targets: &[&Target],
+    extra: &[&str],
+    bufsize: Option<u32>,
+) -> Setup {
+    let mut args: Vec<String> = Vec::new();
+    for t in targets {
+        args.push("--target".into());
+        args.push(t.url());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mirror = Mirror::start(&refs).await;
+    let app = Target::start(Duration::ZERO, 200).await;
+    let (www, shadow) = (free_port(), free_port());
+    let (cfg, spoe) = haproxy_config(www, app.addr.port(), shadow, mirror.spop, bufsize);
+    let haproxy = tokio::task::spawn_blocking(move || HaProxy::start(version, &cfg, Some(&spoe)))
+        .await
+        .unwrap();
+    Setup {
+        haproxy,
+        mirror,
+        www,
+        _app: app,
+    }
+}
+
+fn req(head: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = head.replace('\n', "\r\n").into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// The cases the issue names, each: (raw request, method, path, body).
+fn cases() -> Vec<(Vec<u8>, &'static str, &'static str, Vec<u8>)> {
+    let binary: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    vec![
+        (
+            req("GET /search?q=a%20b&lang=en HTTP/1.1\nHost: shop.test\nCookie: a=1; b=2\nCookie: c=3\nAccept: */*\n\n", b""),
+            "GET", "/search?q=a%20b&lang=en", vec![],
+        ),
+        (
+            req("POST /form HTTP/1.1\nHost: shop.test\nContent-Type: application/x-www-form-urlencoded\nContent-Length: 19\n\n", b"name=x&comment=y%21"),
+            "POST", "/form", b"name=x&comment=y%21".to_vec(),
+        ),
+        (
+            {
+                let mut v = req("PUT /blob HTTP/1.1\nHost: shop.test\nContent-Type: application/octet-stream\nContent-Length: 3000\n\n", b"");
+                v.extend_from_slice(&binary);
+                v
+            },
+            "PUT", "/blob", binary.clone(),
+        ),
+        (
+            req("GET /multi HTTP/1.1\nHost: shop.test\nX-Rep: one\nX-Rep: two\nX-Other: z\nX-Rep: three\n\n", b""),
+            "GET", "/multi", vec![],
+        ),
+        (req("GET /old HTTP/1.0\nHost: shop.test\n\n", b""), "GET", "/old", vec![]),
+        (
+            req("POST /chunked HTTP/1.1\nHost: shop.test\nTransfer-Encoding: chunked\n\n", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "POST", "/chunked", b"hello world".to_vec(),
+        ),
+        (
+            req("GET /odd/%00/%ff/a%2Fb/~x?k=%FF%00&e= HTTP/1.1\nHost: shop.test\n\n", b""),
+            "GET", "/odd/%00/%ff/a%2Fb/~x?k=%FF%00&e=", vec![],
+        ),
+        (req("DELETE /item/7 HTTP/1.1\nHost: shop.test\n\n", b""), "DELETE", "/item/7", vec![]),
+        (
+            req("PATCH /item/7 HTTP/1.1\nHost: shop.test\nContent-Type: application/json\nContent-Length: 11\n\n", b"{\"a\":true}\n"),
+            "PATCH", "/item/7", b"{\"a\":true}\n".to_vec(),
+        ),
+        (req("OPTIONS * HTTP/1.1\nHost: shop.test\n\n", b""), "OPTIONS", "*", vec![]),
+        (
+            req("GET http://shop.test/abs?x=1 HTTP/1.1\nHost: shop.test\nConnection: keep-alive, X-Hop\nX-Hop: secret\nKeep-Alive: 5\nTE: trailers\nUpgrade: h2c\n\n", b""),
+            "GET", "/abs?x=1", vec![],
+        ),
+    ]
+}
+
+async fn requests_arrive_intact(version: Version) {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let s = setup(version, &[&target], &[], None).await;
+    let cases = cases();
+    for (raw, ..) in &cases {
+        let resp = send(s.www, raw.clone()).await;
+        assert_eq!(
+            resp.status,
+            200,
+            "{}\nHAProxy log:\n{}",
+            String::from_utf8_lossy(raw),
+            s.haproxy.log()
+        );
+    }
+    let got = target.wait_for(cases.len()).await;
+    for (raw, method, path, body) in &cases {
+        let r = got
+            .iter()
+            .find(|r| r.method == *method && r.path == *path)
+            .unwrap_or_else(|| panic!("{method} {path} not mirrored; got {got:#?}"));
+        assert_eq!(&r.body, body, "{method} {path}: body");
+        let cl = r.header_str("content-length");
+        if body.is_empty() {
+            assert!(
+                cl.is_none() || cl.as_deref() == Some("0"),
+                "{method} {path}: content-length {cl:?}"
+            );
+        } else {
+            assert_eq!(
+                cl,
+                Some(body.len().to_string()),
+                "{method} {path}: content-length"
+            );
+        }
+        assert!(
+            r.header("transfer-encoding").is_none(),
+            "{method} {path}: sent chunked"
+        );
+        assert_eq!(
+            r.header_str("host").as_deref(),
+            Some("shop.test"),
+            "{method} {path}: host kept"
+        );
+        let head = String::from_utf8_lossy(raw);
+        for hop in [
+            "connection",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "x-hop",
+            "proxy-connection",
+            "trailer",
+        ] {
+            assert!(
+                r.header(hop).is_none(),
+                "{method} {path}: hop-by-hop {hop} forwarded"
+            );
+        }
+        // Every end-to-end header of the original arrives, in order.
+        let sent: Vec<(String, String)> = head
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .filter(|(n, _)| {
+                ![
+                    "host",
+                    "content-length",
+                    "connection",
+                    "keep-alive",
+                    "te",
+                    "upgrade",
+                    "x-hop",
+                    "transfer-encoding",
+                ]
+                .contains(&n.as_str())
+            })
+            .collect();
+        let arrived: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| !["host", "content-length"].contains(&n.as_str()))
+            .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let mut want = sent.clone();
+        // Same-name lines stay in their order; different names keep the order
+        // of first appearance (RFC 9110 §5.3: only same-name order matters).
+        want.sort_by_key(|(n, _)| sent.iter().position(|(m, _)| m == n));
+        assert_eq!(arrived, want, "{method} {path}: headers");
+    }
+    let multi = got.iter().find(|r| r.path == "/multi").unwrap();
+    assert_eq!(multi.all("x-rep"), ["one", "two", "three"]);
+    let cookie = got.iter().find(|r| r.path.starts_with("/search")).unwrap();
+    assert_eq!(cookie.all("cookie"), ["a=1; b=2", "c=3"]);
+    assert_eq!(
+        s.mirror.metric("spop_mirror_requests_received_total").await,
+        cases.len() as f64
+    );
+    let label = format!("{{target=\"{}/\",class=\"2xx\"}}", target.url());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s
+        .mirror
+        .metric(&format!("spop_mirror_requests_mirrored_total{label}"))
+        .await
+        < cases.len() as f64
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arrive_intact_26() {
+    requests_arrive_intact(Version::V26).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arrive_intact_32() {
+    requests_arrive_intact(Version::V32).await;
+}
+
+async fn truncated_body(version: Version) {
+    let target = Target::start(Duration::ZERO, 204).await;
+    // Default 16 KB buffers: a 100 000-byte body arrives cut.
+    let s = setup(version, &[&target], &[], Some(16384)).await;
+    let body = vec![b'q'; 100_000];
+    let head = format!(
+        "POST /big HTTP/1.1\nHost: t\nContent-Length: {}\n\n",
+        body.len()
+    );
+    // The first big message after a cold start may be refused by HAProxy
+    // before any agent has said hello; send a small one first.
+    send(s.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target.wait_for(1).await;
+    for _ in 0..3 {
+        let resp = send(s.www, req(&head, &body)).await;
+        assert_eq!(resp.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s
+        .mirror
+        .metric("spop_mirror_requests_dropped_total{reason=\"truncated_body\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no truncated body counted; log:\n{}",
+            s.haproxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Never sent with a length that lies: not sent at all.
+    assert!(target.seen.lock().unwrap().iter().all(|r| r.path != "/big"));
+
+    // With --send-truncated: sent, with its true length.
+    let target2 = Target::start(Duration::ZERO, 204).await;
+    let s2 = setup(version, &[&target2], &["--send-truncated"], Some(16384)).await;
+    send(s2.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target2.wait_for(1).await;
+    send(s2.www, req(&head, &body)).await;
+    let got = target2.wait_for(2).await;
+    let big = got
+        .iter()
+        .find(|r| r.path == "/big")
+        .expect("truncated body sent");
+    assert!(big.body.len() < 100_000 && !big.body.is_empty());
+    assert!(big.body.iter().all(|&b| b == b'q'));
+    assert_eq!(
+        big.header_str("content-length"),
+        Some(big.body.len().to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_body_is_not_sent_with_a_false_length_26() {
+    truncated_body(Version::V26).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_body_is_not_sent_with_a_false_length_32() {
+    truncated_body(Version::V32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_sampling_headers_and_several_targets() {
+    let t1 = Target::start(Duration::ZERO, 200).await;
+    let t2 = Target::start(Duration::ZERO, 404).await;
+    let s = setup(
+        Version::V32,
+        &[&t1, &t2],
+        &[
+            "--method",
+            "GET",
+            "--path-prefix",
+            "/api/",
+            "--path-regex",
+            "^/api/(v1|v2)/",
+            "--add-header",
+            "X-Mirrored: yes",
+            "--host",
+            "target",
+        ],
+        None,
+    )
+    .await;
+    let ok = ["/api/v1/a", "/api/v2/b?x=1"];
+    let filtered = ["/api/v3/c", "/other", "/api/v1/post"];
+    for p in ok.iter().chain(filtered.iter()) {
+        let method = if p.ends_with("post") { "POST" } else { "GET" };
+        let raw = req(
+            &format!("{method} {p} HTTP/1.1\nHost: shop.test\nContent-Length: 0\n\n"),
+            b"",
+        );
+        assert_eq!(send(s.www, raw).await.status, 200);
+    }
+    for t in [&t1, &t2] {
+        let got = t.wait_for(2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got_after = t.seen.lock().unwrap().clone();
+        assert_eq!(got_after.len(), 2, "only the selected requests: {got:#?}");
+        for r in &got_after {
+            assert!(ok.contains(&r.path.as_str()));
+            assert_eq!(r.header_str("x-mirrored").as_deref(), Some("yes"));
+            assert_eq!(r.header_str("host"), Some(t.addr.to_string()));
+        }
+    }
+    assert_eq!(
+        s.mirror
+            .metric("spop_mirror_requests_dropped_total{reason=\"filtered\"}")
+            .await,
+        3.0
+    );
+    let class = |t: &Target, c: &str| {
+        format!(
+            "spop_mirror_requests_mirrored_total{{target=\"{}/\",class=\"{c}\"}}",
+            t.url()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.mirror.metric(&class(&t2, "4xx")).await < 2.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.mirror.metric(&class(&t1, "2xx")).await, 2.0);
+
+    // Sampling: 0% mirrors nothing, 50% about half.
+    let t3 = Target::start(Duration::ZERO, 204).await;
+    let s0 = setup(Version::V32, &[&t3], &["--sample", "0"], None).await;
+    for _ in 0..20 {
+        send(s0.www, req("GET /s HTTP/1.1\nHost: t\n\n", b"")).await;
+    }
+    assert_eq!(
+        s0.mirror
+            .metric("spop_mirror_requests_dropped_total{reason=\"sampled_out\"}")
+            .await,
+        20.0
+    );
+    assert_eq!(t3.count(), 0);
+    let t4 = Target::start(Duration::ZERO, 204).await;
+    let s50 = setup(Version::V32, &[&t4], &["--sample", "50"], None).await;
+    for _ in 0..400 {
+        send(s50.www, req("GET /s HTTP/1.1\nHost: t\n\n", b"")).await;
+    }
+    let out = s50
+        .mirror
+        .metric("spop_mirror_requests_dropped_total{reason=\"sampled_out\"}")
+        .await;
+    // Binomial(400, 0.5): mean 200, sd 10; ±60 is six standard deviations.
+    assert!((140.0..=260.0).contains(&out), "{out} of 400 sampled out");
+    drop((s, s0, s50));
+}
+
+/// A dead target and a slow one: HAProxy's answers stay fast, drops are
+/// counted, memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_and_slow_targets_never_slow_haproxy() {
+    // Dead: nothing listens there.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let slow = Target::start(Duration::from_secs(3), 200).await;
+    let mut args = vec![
+        "--target",
+        dead.as_str(),
+        "--queue-size",
+        "16",
+        "--max-concurrency",
+        "4",
+        "--request-timeout",
+        "5s",
+    ];
+    let slow_url = slow.url();
+    args.extend(["--target", slow_url.as_str()]);
+    let s = setup(Version::V32, &[], &args, None).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let t0 = Instant::now();
+        let resp = send(s.www, req(&format!("GET /r{i} HTTP/1.1\nHost: t\n\n"), b"")).await;
+        worst = worst.max(t0.elapsed());
+        assert_eq!(resp.status, 200);
+    }
+    // HAProxy answered each at once (its own processing timeout is 100 ms).
+    assert!(
+        worst < Duration::from_millis(500),
+        "slowest answer {worst:?}"
+    );
+    let dead_label = format!("{dead}/");
+    let connect_errors = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_errors_total{{target=\"{dead_label}\",kind=\"connect\"}}"
+        ))
+        .await;
+    assert!(connect_errors >= 1.0);
+    let backoff = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_dropped_total{{target=\"{dead_label}\",reason=\"target_backoff\"}}"
+        ))
+        .await;
+    assert!(backoff > 100.0, "dead target not backed off: {backoff}");
+    let full = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_dropped_total{{target=\"{}/\",reason=\"queue_full\"}}",
+            slow.url()
+        ))
+        .await;
+    assert!(full > 100.0, "slow target's queue never filled: {full}");
+    assert!(
+        s.mirror
+            .metric(&format!(
+                "spop_mirror_queue_depth{{target=\"{}/\"}}",
+                slow.url()
+            ))
+            .await
+            <= 16.0
+    );
+}

@@ -1,0 +1,65 @@
+//! Requests rebuilt from the mirror NOTIFY frames captured from real HAProxy.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use bytes::Bytes;
+use spop::{Frame, FrameBody};
+use spop_mirror::request::{build, ArgNames};
+
+#[test]
+fn captured_frames_become_requests() {
+    // (file, method, path, body length, truncated)
+    let want = [
+        (
+            "mirror-02-notify.bin",
+            "GET",
+            "/index.html?x=1&y=%20z",
+            0,
+            false,
+        ),
+        ("mirror-03-notify.bin", "POST", "/submit", 14, false),
+        ("mirror-04-notify.bin", "GET", "/v10", 0, false),
+        ("mirror-05-notify.bin", "POST", "/chunked", 12, false),
+        ("mirror-06-notify.bin", "PUT", "/b12k", 12_000, false),
+        ("mirror-07-notify.bin", "PUT", "/b100k", 15_096, true),
+    ];
+    for version in ["haproxy-2.6.12", "haproxy-3.2.26"] {
+        for (file, method, path, body_len, truncated) in want {
+            let p = format!(
+                "{}/../../shared/vectors/{version}/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let wire = Bytes::from(std::fs::read(&p).unwrap());
+            let frame = Frame::decode(wire.slice(4..)).unwrap();
+            let FrameBody::Notify(n) = &frame.body else {
+                panic!()
+            };
+            let msg = n.message("mirror").unwrap();
+            let r = build(&msg, &ArgNames::default()).unwrap();
+            let what = format!("{version}/{file}");
+            assert_eq!(r.method.as_str(), method, "{what}");
+            assert_eq!(r.path.as_str(), path, "{what}");
+            assert_eq!(r.body.len(), body_len, "{what}");
+            assert_eq!(r.truncated, truncated, "{what}");
+            assert_eq!(
+                r.host.as_ref().map(|h| h.as_bytes()),
+                Some(&b"127.0.0.1:18080"[..]),
+                "{what}"
+            );
+            assert!(
+                r.headers.get("content-length").is_none(),
+                "{what}: length is recomputed"
+            );
+            // The body is a view into the frame, not a copy.
+            if body_len > 0 {
+                let start = wire.as_ptr() as usize;
+                let at = r.body.as_ptr() as usize;
+                assert!(at > start && at < start + wire.len(), "{what}: body copied");
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Shared test pieces: a recording HTTP target, spop-mirror in-process, the
+//! example HAProxy config on free ports, metrics scraping.
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+#[path = "../../spop/tests/support/haproxy.rs"]
+pub mod haproxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+pub use haproxy::{free_port, http_request, HaProxy, RawResponse, Version};
+
+/// One request as the target saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that records every request, answering
+/// after `delay` with `status`.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Target {
+    pub async fn start(delay: Duration, status: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: http::Request<Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                seen.lock().unwrap().push(Recorded {
+                                    method: parts.method.to_string(),
+                                    path: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.as_str().to_owned())
+                                        .unwrap_or_default(),
+                                    version: format!("{:?}", parts.version),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(n, v)| {
+                                            (n.as_str().to_owned(), v.as_bytes().to_vec())
+                                        })
+                                        .collect(),
+                                    body: body.to_vec(),
+                                });
+                                tokio::time::sleep(delay).await;
+                                Ok::<_, Infallible>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(b"shadow")))
+                                        .unwrap(),
+                                )
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits until `n` requests arrived (10 s at most), then returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.seen.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "target got {} of {n} requests: {got:#?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// spop-mirror running in this process.
+pub struct Mirror {
+    pub spop: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Mirror {
+    pub async fn start(args: &[&str]) -> Self {
+        let mut all = vec![
+            "spop-mirror",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ];
+        all.extend_from_slice(args);
+        let cfg = spop_mirror::config::Config::load(all).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(spop_mirror::server::run(
+            cfg,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(ready_tx),
+        ));
+        let bound = ready_rx.await.expect("spop-mirror started");
+        Self {
+            spop: bound.spop.unwrap(),
+            metrics: bound.metrics.unwrap(),
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("stopped in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// The value of one metric line (`name{labels}` exactly as rendered).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let port = self.metrics.port();
+        let text = tokio::task::spawn_blocking(move || {
+            String::from_utf8(
+                http_request(
+                    port,
+                    b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+                )
+                .body,
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The example HAProxy set-up with its ports moved: www, the application
+/// (a server of the test's), shadow, agent.
+pub fn haproxy_config(
+    www: u16,
+    app: u16,
+    shadow: u16,
+    agent: SocketAddr,
+    bufsize: Option<u32>,
+) -> (String, String) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/haproxy");
+    let mut cfg = std::fs::read_to_string(format!("{dir}/mirror.cfg")).unwrap();
+    let spoe = std::fs::read_to_string(format!("{dir}/mirror-spoe.conf")).unwrap();
+    // The application is a server of the test's (it reads whole bodies, as
+    // real applications do; HAProxy's `http-request return` answers before
+    // a large body has arrived and then aborts it): drop its stand-in.
+    let start = cfg.find("# Production:").unwrap();
+    let end = cfg.find("\nbackend app\n").unwrap() + 1;
+    cfg.replace_range(start..end, "");
+    cfg = cfg
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{www}"))
+        .replace("127.0.0.1:8090", &format!("127.0.0.1:{app}"))
+        .replace("127.0.0.1:8091", &format!("127.0.0.1:{shadow}"))
+        .replace("127.0.0.1:12345", &agent.to_string())
+        .replace("examples/haproxy/mirror-spoe.conf", "{SPOE_CONF}")
+        .replace("check inter 2s", "check inter 500ms");
+    if let Some(size) = bufsize {
+        cfg = cfg.replace("tune.bufsize 65536", &format!("tune.bufsize {size}"));
+    }
+    (cfg, spoe)
+}
+
+/// Sends raw bytes to HAProxy off the async runtime.
+pub async fn send(port: u16, raw: Vec<u8>) -> RawResponse {
+    tokio::task::spawn_blocking(move || http_request(port, &raw))
+        .await
+        .unwrap()
+}
