@@ -126,6 +126,11 @@ pub struct Config {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Worker threads (default: one per CPU). 1 runs everything on one
+    /// thread, which is often best on a small machine shared with HAProxy.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// SPOP connections from HAProxy served at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,

@@ -11,10 +11,8 @@ use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::{PathAndQuery, Uri};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::{mpsc, watch, Semaphore};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, HostRewrite};
@@ -128,14 +126,6 @@ pub struct Workers {
 impl Mirror {
     /// Starts one worker per target (on the current tokio runtime).
     pub fn start(cfg: MirrorConfig, metrics: Arc<Metrics>) -> (Self, Workers) {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(cfg.max_concurrency)
-            .http2_only(cfg.http2)
-            .build(connector);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut targets = Vec::new();
@@ -169,9 +159,16 @@ impl Mirror {
             }),
         };
         for (index, rx) in receivers.into_iter().enumerate() {
-            let inner = Arc::clone(&mirror.inner);
-            let client = client.clone();
-            tasks.spawn(worker(inner, index, rx, client));
+            // The target's connections share its queue; each owns one
+            // keep-alive connection and sends one request at a time.
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            for _ in 0..mirror.inner.cfg.max_concurrency {
+                tasks.spawn(connection_worker(
+                    Arc::clone(&mirror.inner),
+                    index,
+                    Arc::clone(&rx),
+                ));
+            }
         }
         (mirror, Workers { tasks })
     }
@@ -328,55 +325,139 @@ impl std::ops::Drop for Ticket<'_> {
     }
 }
 
-async fn worker(
-    inner: Arc<Inner>,
-    index: usize,
-    mut rx: mpsc::Receiver<Arc<MirrorRequest>>,
-    client: Client<HttpConnector, Full<Bytes>>,
-) {
-    let slots = Arc::new(Semaphore::new(inner.cfg.max_concurrency));
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<MirrorRequest>>>>;
+
+/// One connection to a target: takes requests off the target's queue and
+/// sends them one after another on a kept-alive connection, reconnecting
+/// (after the back-off) when it breaks.
+async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
+    let mut conn: Option<Sender> = None;
     let mut shutdown = inner.shutdown.subscribe();
-    let mut in_flight = JoinSet::new();
     loop {
-        let req = tokio::select! {
-            req = rx.recv() => match req {
-                Some(req) => req,
-                None => break,
-            },
-            _ = shutdown.wait_for(|s| *s), if !rx.is_closed() => {
-                // No new requests; what is queued still goes out.
-                rx.close();
-                continue;
+        let next = {
+            let mut rx = queue.lock().await;
+            tokio::select! {
+                next = rx.recv() => next,
+                () = async { let _ = shutdown.wait_for(|s| *s).await; }, if !rx.is_closed() => {
+                    // No new requests; what is queued still goes out.
+                    rx.close();
+                    rx.recv().await
+                }
             }
         };
+        let Some(req) = next else { break };
         let m = &inner.metrics;
         let tm = &m.targets[index];
+        let t = &inner.targets[index];
         tm.queue(-1);
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        let _ticket = Ticket {
+            metrics: m,
+            size: req.size as i64,
         };
-        let inner2 = Arc::clone(&inner);
-        let client = client.clone();
-        in_flight.spawn(async move {
-            let m = &inner2.metrics;
-            let tm = &m.targets[index];
-            let _ticket = Ticket {
-                metrics: m,
-                size: req.size as i64,
+        if t.backoff_until.load(Relaxed) > inner.epoch.elapsed().as_millis() as u64 {
+            tm.count_drop(Reason::TargetBackoff);
+            continue;
+        }
+        if conn.as_ref().is_none_or(Sender::is_closed) {
+            conn = match connect(&inner, t).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tm.error(e);
+                    if e == TargetError::Connect {
+                        backoff(&inner, t);
+                    }
+                    continue;
+                }
             };
-            let t = &inner2.targets[index];
-            if t.backoff_until.load(Relaxed) > inner2.epoch.elapsed().as_millis() as u64 {
-                tm.count_drop(Reason::TargetBackoff);
-                return;
-            }
-            tm.flight(1);
-            send(&inner2, t, tm, &client, &req).await;
-            tm.flight(-1);
-            drop(permit);
-        });
-        while in_flight.try_join_next().is_some() {}
+        }
+        let Some(sender) = conn.as_mut() else {
+            continue;
+        };
+        tm.flight(1);
+        let ok = send(&inner, t, tm, sender, &req).await;
+        tm.flight(-1);
+        if !ok {
+            conn = None;
+        }
     }
-    while in_flight.join_next().await.is_some() {}
+}
+
+/// A connection's request sender, HTTP/1.1 or h2c.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Http1(s) => s.is_closed(),
+            Self::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Self::Http1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Self::Http2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+async fn connect(inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
+    let host = t
+        .uri
+        .host()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = t.uri.port_u16().unwrap_or(80);
+    let stream = match tokio::time::timeout(
+        inner.cfg.connect_timeout,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(target = %t.uri, error = %e, "connect failed");
+            return Err(TargetError::Connect);
+        }
+        Err(_) => return Err(TargetError::Connect),
+    };
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    if inner.cfg.http2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|_| TargetError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|_| TargetError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// Back off: 100 ms doubling to 10 s while connections fail.
+fn backoff(inner: &Inner, t: &Target) {
+    let n = t.failures.fetch_add(1, Relaxed).min(7);
+    let wait = (100u64 << n).min(10_000);
+    t.backoff_until
+        .store(inner.epoch.elapsed().as_millis() as u64 + wait, Relaxed);
+    tracing::debug!(target = %t.uri, backoff_ms = wait, "target unreachable; backing off");
 }
 
 fn build_request(
@@ -384,15 +465,21 @@ fn build_request(
     t: &Target,
     req: &MirrorRequest,
 ) -> Option<Request<Full<Bytes>>> {
-    let path = if t.prefix.is_empty() {
+    // "*" (OPTIONS) is never prefixed.
+    let path = if t.prefix.is_empty() || req.path.as_str() == "*" {
         req.path.clone()
     } else {
         PathAndQuery::from_maybe_shared(Bytes::from(format!("{}{}", t.prefix, req.path.as_str())))
             .ok()?
     };
-    let mut parts = t.uri.clone().into_parts();
-    parts.path_and_query = Some(path);
-    let uri = Uri::from_parts(parts).ok()?;
+    // HTTP/1.1 goes out in origin-form; HTTP/2 needs scheme and authority.
+    let uri = if cfg.http2 && path.as_str() != "*" {
+        let mut parts = t.uri.clone().into_parts();
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts).ok()?
+    } else {
+        Uri::from(path)
+    };
     let mut builder = Request::builder().method(req.method.clone()).uri(uri);
     let headers = builder.headers_mut()?;
     let host = match &cfg.host {
@@ -416,49 +503,45 @@ fn build_request(
     builder.body(Full::new(req.body.clone())).ok()
 }
 
+/// Sends one request and reads its answer to the end; `false` if the
+/// connection cannot be used again.
 async fn send(
     inner: &Inner,
     t: &Target,
     tm: &TargetMetrics,
-    client: &Client<HttpConnector, Full<Bytes>>,
+    sender: &mut Sender,
     req: &MirrorRequest,
-) {
+) -> bool {
     let Some(request) = build_request(&inner.cfg, t, req) else {
         tm.error(TargetError::Other);
-        return;
+        return true;
     };
     let start = Instant::now();
     let outcome = tokio::time::timeout(inner.cfg.request_timeout, async {
-        let resp = client.request(request).await?;
+        let resp = sender.send(request).await?;
         let status = resp.status().as_u16();
         // Read the answer to its end (keeps the connection reusable), keep nothing.
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
-            if frame.is_err() {
-                break;
-            }
+            frame?;
         }
-        Ok::<u16, hyper_util::client::legacy::Error>(status)
+        Ok::<u16, hyper::Error>(status)
     })
     .await;
     match outcome {
         Ok(Ok(status)) => {
             tm.response(status, start.elapsed());
             t.failures.store(0, Relaxed);
-        }
-        Ok(Err(e)) if e.is_connect() => {
-            tm.error(TargetError::Connect);
-            // Back off: 100 ms doubling to 10 s while connections fail.
-            let n = t.failures.fetch_add(1, Relaxed).min(7);
-            let wait = (100u64 << n).min(10_000);
-            t.backoff_until
-                .store(inner.epoch.elapsed().as_millis() as u64 + wait, Relaxed);
-            tracing::debug!(target = %t.uri, error = %e, backoff_ms = wait, "target unreachable");
+            true
         }
         Ok(Err(e)) => {
             tm.error(TargetError::Other);
             tracing::debug!(target = %t.uri, error = %e, "mirrored request failed");
+            false
         }
-        Err(_) => tm.error(TargetError::Timeout),
+        Err(_) => {
+            tm.error(TargetError::Timeout);
+            false
+        }
     }
 }

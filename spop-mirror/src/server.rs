@@ -92,9 +92,43 @@ pub async fn run(
         .max_connections(cfg.max_connections)
         .shutdown_timeout(cfg.drain_timeout)
         .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
-    let listener = Listener::bind(&cfg.listen).await?;
+    // The SPOP side runs on a thread of its own, so that ACKs never wait
+    // behind mirroring work: HAProxy holds each request until its ACK.
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let agent_thread = {
+        let agent = agent.clone();
+        let listen = cfg.listen.clone();
+        std::thread::Builder::new()
+            .name("spop-agent".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = match Listener::bind(&listen).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e.kind()));
+                            return Err(e);
+                        }
+                    };
+                    let _ = bound_tx.send(Ok(listener.local_addr()));
+                    agent.serve_listener(listener).await
+                })
+            })?
+    };
+    let spop_addr = match bound_rx.await {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(kind)) => {
+            return Err(std::io::Error::new(
+                kind,
+                format!("cannot listen on {}", cfg.listen),
+            ));
+        }
+        Err(_) => return Err(std::io::Error::other("the SPOP thread ended")),
+    };
     let mut bound = Bound {
-        spop: listener.local_addr(),
+        spop: spop_addr,
         metrics: None,
     };
     let metrics_task = match cfg.metrics {
@@ -113,14 +147,10 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
-    let serving = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.serve_listener(listener).await }
-    });
     stop.await;
     tracing::info!("stopping: no new connections, draining");
     agent.shutdown();
-    let _ = serving.await;
+    let _ = tokio::task::spawn_blocking(move || agent_thread.join()).await;
     mirror.close();
     let drained = workers.drain(cfg.drain_timeout).await;
     if !drained {

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Measures what spop-mirror costs HAProxy, with wrk on loopback, all in one run
+# so the ratios hold on a noisy machine:
+#   A. HAProxy answering requests itself (http-request return), no filter;
+#   B. the same frontend with the SPOE filter and spop-mirror mirroring every
+#      request to a fast target (a second HAProxy process answering 204);
+#   C. as B with the target down;
+#   D. the same frontend with an agent that only ACKs (nbari's spop 0.13).
+# Usage: bash benches/mirror-wrk.sh [SECONDS] [HAPROXY_BINARY]
+# Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
+set -euo pipefail
+secs=${1:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+haproxy=${2:-${SPOP_HAPROXY_32:-$(grep -s '^SPOP_HAPROXY_32=' "$root/target/haproxy-paths.env" | cut -d= -f2)}}
+haproxy=${haproxy:-haproxy}
+command -v wrk >/dev/null || { echo "wrk missing: bash .ci/install-haproxy.sh" >&2; exit 1; }
+cargo build --release -q -p spop-mirror --manifest-path "$root/Cargo.toml"
+mirror="$root/target/release/spop-mirror"
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+# Ports: plain 18180, filtered 18181, target 18182 (down: 18183), agents 18190/18191.
+cat > "$dir/spoe.conf" <<'SPOE'
+[mirror]
+spoe-agent mirror
+    messages mirror
+    use-backend mirroragents
+    timeout hello 500ms
+    timeout idle 30s
+    timeout processing 100ms
+spoe-message mirror
+    args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body
+    event on-frontend-http-request
+SPOE
+sed 's/mirroragents/mirroragents_down/' "$dir/spoe.conf" > "$dir/spoe-down.conf"
+sed 's/mirroragents/mirroragents_nbari/' "$dir/spoe.conf" > "$dir/spoe-nbari.conf"
+cat > "$dir/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    tune.bufsize 16384
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend plain
+    bind 127.0.0.1:18180
+    http-request return status 200 content-type text/plain string "ok"
+frontend mirrored
+    bind 127.0.0.1:18181
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe.conf
+    http-request return status 200 content-type text/plain string "ok"
+frontend mirrored_down
+    bind 127.0.0.1:18184
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-down.conf
+    http-request return status 200 content-type text/plain string "ok"
+frontend acked_nbari
+    bind 127.0.0.1:18185
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-nbari.conf
+    http-request return status 200 content-type text/plain string "ok"
+backend mirroragents
+    mode tcp
+    server a1 127.0.0.1:18190
+backend mirroragents_down
+    mode tcp
+    server a1 127.0.0.1:18191
+backend mirroragents_nbari
+    mode tcp
+    server a1 127.0.0.1:18194
+CFG
+"$haproxy" -v | head -n 1
+# The shadow target: a second HAProxy process answering 204 (as a shadow
+# server elsewhere would, it does not share the production HAProxy's thread).
+cat > "$dir/target.cfg" <<CFG
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend target
+    bind 127.0.0.1:18182
+    http-request return status 204
+CFG
+"$haproxy" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 & pids+=($!)
+"$haproxy" -f "$dir/target.cfg" -db >"$dir/target.log" 2>&1 & pids+=($!)
+threads=${MIRROR_THREADS:-1}
+"$mirror" --threads "$threads" --listen 127.0.0.1:18190 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18192 --log-level warn & pids+=($!)
+"$mirror" --threads "$threads" --listen 127.0.0.1:18191 --target http://127.0.0.1:18183 --metrics 127.0.0.1:18193 --log-level warn & pids+=($!)
+# Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
+cargo build --release -q -p spop-benches --bin nbari-agent --manifest-path "$root/Cargo.toml"
+"$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
+sleep 1
+run() { # name port
+    local out
+    out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
+    local rps p99
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    local non2xx
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+    printf '%-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+    echo "$rps" > "$dir/$2.rps"
+}
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
+for p in 18181 18184 18185; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+echo "wrk -t1 -c32 -d${secs}s, one run:"
+run "A. no filter" 18180
+run "B. spop-mirror, mirroring all" 18181
+run "C. spop-mirror, target down" 18184
+run "D. ACK-only agent (nbari spop 0.13)" 18185
+a=$(cat "$dir/18180.rps"); b=$(cat "$dir/18181.rps"); c=$(cat "$dir/18184.rps"); d=$(cat "$dir/18185.rps")
+awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { printf "B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", 100*b/a, 100*c/a, 100*d/a }'
+sleep 1
+echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
+echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
