@@ -444,3 +444,23 @@ async fn dead_and_slow_targets_never_slow_haproxy() {
             <= 16.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_targets() {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let s = setup(Version::V26, &[&target], &["--http2"], None).await;
+    let body = b"k=v".to_vec();
+    let raw = req(
+        "POST /h2?x=1 HTTP/1.1\nHost: shop.test\nContent-Length: 3\nX-A: 1\n\n",
+        &body,
+    );
+    assert_eq!(send(s.www, raw).await.status, 200);
+    let got = target.wait_for(1).await;
+    assert_eq!(got[0].version, "HTTP/2.0");
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("POST", "/h2?x=1")
+    );
+    assert_eq!(got[0].body, body);
+    assert_eq!(got[0].header_str("x-a").as_deref(), Some("1"));
+}

@@ -119,9 +119,12 @@ impl Target {
                                 )
                             }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        // HTTP/1.1, or h2c with prior knowledge.
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                     });
                 }
             }
