@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use spop::runtime::Client;
 use spop::{Capabilities, Frame, FrameBody, HaproxyHello, Headers, Notify, Status};
-use support::{free_port, http_request, Target};
+use support::{free_port, scrape, Target};
 
 struct Proc(Child);
 
@@ -48,26 +48,6 @@ fn start(args: &[&str]) -> (Proc, u16, u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (Proc(child), spop, metrics)
-}
-
-async fn metric(port: u16, series: &str) -> f64 {
-    let text = tokio::task::spawn_blocking(move || {
-        String::from_utf8(
-            http_request(
-                port,
-                b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-            )
-            .body,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -172,7 +152,7 @@ async fn bad_messages_are_counted_and_acked() {
         ("bad_method", 1.0),
     ] {
         assert_eq!(
-            metric(
+            scrape(
                 metrics,
                 &format!("spop_mirror_bad_messages_total{{kind=\"{kind}\"}}")
             )
@@ -182,7 +162,7 @@ async fn bad_messages_are_counted_and_acked() {
         );
     }
     assert_eq!(
-        metric(metrics, "spop_mirror_requests_received_total").await,
+        scrape(metrics, "spop_mirror_requests_received_total").await,
         n as f64
     );
 }
@@ -226,7 +206,7 @@ async fn memory_stays_bounded_with_a_stuck_target() {
         acked += 1;
     }
     let after = rss_kib(pid);
-    let dropped = metric(
+    let dropped = scrape(
         metrics,
         &format!(
             "spop_mirror_target_dropped_total{{target=\"{}/\",reason=\"queue_full\"}}",
@@ -234,7 +214,7 @@ async fn memory_stays_bounded_with_a_stuck_target() {
         ),
     )
     .await;
-    let depth = metric(
+    let depth = scrape(
         metrics,
         &format!("spop_mirror_queue_depth{{target=\"{}/\"}}", target.url()),
     )

@@ -212,28 +212,33 @@ impl Mirror {
 
     /// The value of one metric line (`name{labels}` exactly as rendered).
     pub async fn metric(&self, series: &str) -> f64 {
-        let port = self.metrics.port();
-        let text = tokio::task::spawn_blocking(move || {
-            String::from_utf8(
-                http_request(
-                    port,
-                    b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-                )
-                .body,
-            )
-            .unwrap()
-        })
-        .await
-        .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-            .parse()
-            .unwrap()
+        scrape(self.metrics.port(), series).await
     }
+}
+
+/// Reads `/metrics` on 127.0.0.1:`port` and returns the value of one series
+/// (`name{labels}` exactly as rendered).
+pub async fn scrape(port: u16, series: &str) -> f64 {
+    let text = tokio::task::spawn_blocking(move || {
+        String::from_utf8(
+            http_request(
+                port,
+                b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+            )
+            .body,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 /// The example HAProxy set-up with its ports moved: www, the application

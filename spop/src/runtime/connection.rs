@@ -241,6 +241,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (stream_id, frame_id) = (req.stream_id, req.frame_id);
+    // A span per frame (free unless TRACE is enabled for spop).
+    let span = tracing::trace_span!("spop_frame", stream_id, frame_id);
+    let _entered = span.enter();
     // A handler that panics while building its future is caught too.
     let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| inner.handler.call(req))) else {
         return answer(inner, framed, stream_id, frame_id, Outcome::Panicked)
@@ -252,13 +255,17 @@ where
         Some(result) => outcome(result, stream_id, frame_id),
         None => {
             let limit = inner.config.handler_timeout;
-            return Some(Ok(Box::pin(async move {
-                let outcome = match timeout(limit, fut).await {
-                    Ok(result) => outcome(result, stream_id, frame_id),
-                    Err(_) => Outcome::TimedOut,
-                };
-                (stream_id, frame_id, outcome)
-            })));
+            let span = span.clone();
+            return Some(Ok(Box::pin(tracing::Instrument::instrument(
+                async move {
+                    let outcome = match timeout(limit, fut).await {
+                        Ok(result) => outcome(result, stream_id, frame_id),
+                        Err(_) => Outcome::TimedOut,
+                    };
+                    (stream_id, frame_id, outcome)
+                },
+                span,
+            ))));
         }
     };
     answer(inner, framed, stream_id, frame_id, outcome)
