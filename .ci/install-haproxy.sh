@@ -17,10 +17,13 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop haproxy >/dev/null 2>&1 || true; fi
 h26=$(command -v haproxy)
 h32=$(sh "$root/../shared/tools/haproxy-sid.sh")
-"$h26" -v | head -n 1
-"$h32" -v | head -n 1
-"$h26" -v | grep -q "version 2\." || { echo "expected HAProxy 2.x at $h26" >&2; exit 1; }
-"$h32" -v | grep -q "version 3\." || { echo "expected HAProxy 3.x at $h32" >&2; exit 1; }
+# Capture first, then look: with pipefail, `haproxy -v | head -n 1` dies of
+# SIGPIPE (exit 141) whenever head exits before haproxy has written its last line.
+v26=$("$h26" -v)
+v32=$("$h32" -v)
+printf '%s\n%s\n' "${v26%%$'\n'*}" "${v32%%$'\n'*}"
+case "$v26" in *"version 2."*) ;; *) echo "expected HAProxy 2.x at $h26" >&2; exit 1 ;; esac
+case "$v32" in *"version 3."*) ;; *) echo "expected HAProxy 3.x at $h32" >&2; exit 1 ;; esac
 mkdir -p "$root/target"
 printf 'SPOP_HAPROXY_26=%s\nSPOP_HAPROXY_32=%s\n' "$h26" "$h32" > "$root/target/haproxy-paths.env"
 echo "HAProxy paths written to target/haproxy-paths.env"

@@ -73,7 +73,7 @@ backend mirroragents_nbari
     mode tcp
     server a1 127.0.0.1:18194
 CFG
-"$haproxy" -v | head -n 1
+hv=$("$haproxy" -v); echo "${hv%%$'\n'*}"
 # The shadow target: a second HAProxy process answering 204 (as a shadow
 # server elsewhere would, it does not share the production HAProxy's thread).
 cat > "$dir/target.cfg" <<CFG
