@@ -7,6 +7,8 @@
 #   C. as B with the target down;
 #   D. the same frontend with an agent that only ACKs (nbari's spop 0.13).
 # Usage: bash benches/mirror-wrk.sh [SECONDS] [HAPROXY_BINARY]
+# Env: MIRROR_THREADS (--threads of the agents, default 1), MIRROR_ARGS (more
+# options for the mirroring agent of B, e.g. --http2).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
@@ -91,7 +93,7 @@ CFG
 "$haproxy" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 & pids+=($!)
 "$haproxy" -f "$dir/target.cfg" -db >"$dir/target.log" 2>&1 & pids+=($!)
 threads=${MIRROR_THREADS:-1}
-"$mirror" --threads "$threads" --listen 127.0.0.1:18190 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18192 --log-level warn & pids+=($!)
+"$mirror" --threads "$threads" --listen 127.0.0.1:18190 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18192 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
 "$mirror" --threads "$threads" --listen 127.0.0.1:18191 --target http://127.0.0.1:18183 --metrics 127.0.0.1:18193 --log-level warn & pids+=($!)
 # Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
 cargo build --release -q -p spop-benches --bin nbari-agent --manifest-path "$root/Cargo.toml"
@@ -112,11 +114,19 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $
 for p in 18181 18184 18185; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
 echo "wrk -t1 -c32 -d${secs}s, one run:"
 run "A. no filter" 18180
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+before=("$(ticks "${pids[0]}")" "$(ticks "${pids[1]}")" "$(ticks "${pids[2]}")")
 run "B. spop-mirror, mirroring all" 18181
+after=("$(ticks "${pids[0]}")" "$(ticks "${pids[1]}")" "$(ticks "${pids[2]}")")
 run "C. spop-mirror, target down" 18184
 run "D. ACK-only agent (nbari spop 0.13)" 18185
 a=$(cat "$dir/18180.rps"); b=$(cat "$dir/18181.rps"); c=$(cat "$dir/18184.rps"); d=$(cat "$dir/18185.rps")
 awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { printf "B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", 100*b/a, 100*c/a, 100*d/a }'
+# Where B's CPU went: seconds of CPU per second of the run, per process
+# (2.0 would be both cores).
+awk -v s="$secs" -v hz="$hz" -v h0="${before[0]}" -v h1="${after[0]}" -v t0="${before[1]}" -v t1="${after[1]}" -v m0="${before[2]}" -v m1="${after[2]}" \
+    'BEGIN { printf "B CPU (cores busy): HAProxy %.2f, target %.2f, spop-mirror %.2f\n", (h1-h0)/hz/s, (t1-t0)/hz/s, (m1-m0)/hz/s }'
 sleep 1
 echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
 echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
