@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use spop::runtime::{Agent, AgentBuilder, Client, ClientError, Handler, Listener, NotifyRequest};
 use spop::{
-    varint, Ack, Action, Capabilities, Flags, Frame, FrameBody, HaproxyHello, Metadata, Notify,
-    Status, TypedData, VarScope,
+    varint, Ack, Action, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello, Metadata,
+    Notify, Status, TypedData, VarScope,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -110,21 +110,31 @@ fn raw_hello(items: &[(&str, TypedData)]) -> Bytes {
     out.freeze()
 }
 
-/// Sends raw bytes and returns the AGENT-DISCONNECT status that comes back,
-/// checking that the agent then closes.
-async fn disconnect_status(addr: SocketAddr, raw: &[u8]) -> Status {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(raw).await.unwrap();
+/// The AGENT-DISCONNECT `frame` must be.
+fn expect_disconnect(frame: Frame) -> Disconnect {
+    match frame.body {
+        FrameBody::AgentDisconnect(d) => d,
+        other => panic!("expected AGENT-DISCONNECT, got {other:?}"),
+    }
+}
+
+/// Reads until the agent closes `stream`; what it sent must be one
+/// AGENT-DISCONNECT.
+async fn read_disconnect(stream: &mut TcpStream) -> Disconnect {
     let mut buf = Vec::new();
     timeout(T, stream.read_to_end(&mut buf))
         .await
         .expect("agent did not close")
         .unwrap();
-    let frame = Frame::decode(Bytes::from(buf).slice(4..)).unwrap();
-    match frame.body {
-        FrameBody::AgentDisconnect(d) => d.status,
-        other => panic!("expected AGENT-DISCONNECT, got {other:?}"),
-    }
+    expect_disconnect(Frame::decode(Bytes::from(buf).slice(4..)).unwrap())
+}
+
+/// Sends raw bytes and returns the AGENT-DISCONNECT status that comes back,
+/// checking that the agent then closes.
+async fn disconnect_status(addr: SocketAddr, raw: &[u8]) -> Status {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    read_disconnect(&mut stream).await.status
 }
 
 #[tokio::test]
@@ -371,10 +381,7 @@ async fn fragments_without_the_capability_are_refused() {
         ))
         .await
         .unwrap();
-    let f = recv(&mut client).await;
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = expect_disconnect(recv(&mut client).await);
     assert_eq!(d.status, Status::FRAGMENTATION_NOT_SUPPORTED);
 }
 
@@ -397,10 +404,7 @@ async fn reassembly_over_the_cap_disconnects_with_13() {
         .send(fragment(FrameBody::Unset(Bytes::from(vec![1u8; 800])), 0))
         .await
         .unwrap();
-    let f = recv(&mut client).await;
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = expect_disconnect(recv(&mut client).await);
     assert_eq!(d.status, Status::RESOURCE_ALLOCATION);
 }
 
@@ -426,15 +430,7 @@ async fn malformed_frame_closes_only_that_connection() {
     bad.write_all(&[0, 0, 0, 7, 42, 0, 0, 0, 1, 0, 0])
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    timeout(T, bad.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let f = Frame::decode(Bytes::from(buf).slice(4..)).unwrap();
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = read_disconnect(&mut bad).await;
     assert_eq!(d.status, Status::INVALID_FRAME);
     assert!(String::from_utf8_lossy(&d.message).contains("unknown frame type 42"));
     // The other connection goes on.
@@ -450,15 +446,7 @@ async fn malformed_frame_closes_only_that_connection() {
     big.write_all(&[0, 0, 0x10, 0, 3, 0, 0, 0, 1])
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    timeout(T, big.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let f = Frame::decode(Bytes::from(buf).slice(4..)).unwrap();
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = read_disconnect(&mut big).await;
     assert_eq!(d.status, Status::TOO_BIG);
     good.notify(8, 1, notify(8, 0)).await.unwrap();
     assert_eq!(ack_value(&recv(&mut good).await), Some(8));
@@ -528,10 +516,7 @@ async fn idle_connections_are_closed() {
     )
     .await;
     let mut client = Client::connect(addr, hello()).await.unwrap();
-    let f = recv(&mut client).await;
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = expect_disconnect(recv(&mut client).await);
     assert_eq!(d.status, Status::TIMEOUT);
 }
 
@@ -558,10 +543,7 @@ async fn graceful_shutdown_finishes_in_flight_frames() {
         Some(1),
         "the in-flight frame is answered first"
     );
-    let f = recv(&mut client).await;
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = expect_disconnect(recv(&mut client).await);
     assert_eq!(d.status, Status::NORMAL);
     timeout(T, task)
         .await
@@ -583,10 +565,7 @@ async fn shutdown_deadline_bounds_slow_handlers() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t0 = std::time::Instant::now();
     agent.shutdown();
-    let f = recv(&mut client).await;
-    let FrameBody::AgentDisconnect(d) = f.body else {
-        panic!("{f:?}")
-    };
+    let d = expect_disconnect(recv(&mut client).await);
     assert_eq!(d.status, Status::NORMAL);
     timeout(T, task).await.unwrap().unwrap().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(3));
