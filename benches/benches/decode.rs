@@ -6,6 +6,9 @@
 //! argument materialised); `decode+visit` also iterates every message and
 //! argument and touches every value, which is what nbari's parser does
 //! eagerly, so `decode+visit` vs `nbari` is the fair comparison.
+//! `decode+visit` takes each value as `TypedData` (`Message::args`, strings
+//! as refcounted `Bytes` views); `decode+visit_ref` as `TypedRef`
+//! (`Message::args_ref`, strings as borrowed slices).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use spop::{Frame, FrameBody, TypedData};
+use spop::{Frame, FrameBody, TypedData, TypedRef};
 
 fn vector(name: &str) -> Bytes {
     let path = format!(
@@ -39,6 +42,28 @@ fn visit(frame: &Frame) -> usize {
                     n += match value {
                         TypedData::String(b) | TypedData::Binary(b) => b.len(),
                         TypedData::Int64(v) => v as usize,
+                        _ => 1,
+                    };
+                }
+            }
+        }
+        FrameBody::HaproxyHello(h) => n += h.max_frame_size as usize + h.supported_versions.len(),
+        _ => {}
+    }
+    n
+}
+
+fn visit_ref(frame: &Frame) -> usize {
+    let mut n = 0;
+    match &frame.body {
+        FrameBody::Notify(notify) => {
+            for msg in notify.messages() {
+                n += msg.name().len();
+                for (name, value) in msg.args_ref() {
+                    n += name.len();
+                    n += match value {
+                        TypedRef::String(b) | TypedRef::Binary(b) => b.len(),
+                        TypedRef::Int64(v) => v as usize,
                         _ => 1,
                     };
                 }
@@ -94,6 +119,12 @@ fn bench_decode(c: &mut Criterion) {
             b.iter(|| {
                 let frame = Frame::decode(black_box(payload.clone())).unwrap();
                 black_box(visit(&frame))
+            })
+        });
+        g.bench_function("spop decode+visit_ref", |b| {
+            b.iter(|| {
+                let frame = Frame::decode(black_box(payload.clone())).unwrap();
+                black_box(visit_ref(&frame))
             })
         });
         g.bench_function("nbari parse", |b| {

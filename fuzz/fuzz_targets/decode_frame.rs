@@ -1,6 +1,6 @@
 //! Raw payload → Frame::decode; whatever decodes must encode and decode back
 //! to the same frame (the decode-encode-decode oracle), and every value of a
-//! NOTIFY must be reachable without panicking.
+//! NOTIFY must be reachable without panicking, owned and borrowed alike.
 #![no_main]
 
 use bytes::Bytes;
@@ -20,8 +20,12 @@ fuzz_target!(|data: &[u8]| {
     if let FrameBody::Notify(n) = &frame.body {
         assert!(data.ends_with(n.payload()));
         for msg in n.messages() {
-            for (_, value) in msg.args() {
+            assert_eq!(msg.args().len(), msg.args_ref().len());
+            for ((name, value), (name_ref, value_ref)) in msg.args().zip(msg.args_ref()) {
                 let _ = value.as_str();
+                // The borrowed view reads the same values as the owned one.
+                assert_eq!(name, name_ref);
+                assert_eq!(value_ref, value);
             }
             let _ = msg.headers("arg_hdrs").map(|h| h.iter().count());
         }

@@ -202,13 +202,119 @@ impl TypedData {
 
     /// A STRING or BINARY value as `&str`, if it is valid UTF-8.
     pub fn as_str(&self) -> Option<&str> {
+        TypedRef::from(self).as_str()
+    }
+
+    /// A boolean value.
+    pub fn as_bool(&self) -> Option<bool> {
+        TypedRef::from(self).as_bool()
+    }
+
+    /// Any integer value that fits an `i64`.
+    pub fn as_i64(&self) -> Option<i64> {
+        TypedRef::from(self).as_i64()
+    }
+
+    /// Any integer value that fits a `u64`.
+    pub fn as_u64(&self) -> Option<u64> {
+        TypedRef::from(self).as_u64()
+    }
+
+    /// An IPv4 or IPv6 value.
+    pub fn as_ip(&self) -> Option<IpAddr> {
+        TypedRef::from(self).as_ip()
+    }
+}
+
+impl fmt::Debug for TypedData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&TypedRef::from(self), f)
+    }
+}
+
+/// One typed value borrowed from a received frame, as
+/// [`Message::args_ref`](crate::Message::args_ref) yields it.
+///
+/// The borrowed twin of [`TypedData`]: `String` and `Binary` are plain slices
+/// of the frame, so reading a value costs no reference count. Use it to look
+/// at arguments while the frame is at hand; keep a [`TypedData`] (or a
+/// [`Bytes`] from [`Message::bytes`](crate::Message::bytes)) to hold one
+/// past it.
+///
+/// # Examples
+///
+/// ```
+/// use spop::{Notify, TypedRef};
+/// let notify = Notify::builder().message("m").arg("path", "/a").arg("n", 7i64).build()?;
+/// let msg = notify.messages().next().unwrap();
+/// let args: Vec<_> = msg.args_ref().collect();
+/// assert_eq!(args[0], (&b"path"[..], TypedRef::String(b"/a")));
+/// assert_eq!(args[1].1.as_i64(), Some(7));
+/// # Ok::<(), spop::EncodeError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TypedRef<'a> {
+    /// No value.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A signed 32-bit integer.
+    Int32(i32),
+    /// An unsigned 32-bit integer.
+    Uint32(u32),
+    /// A signed 64-bit integer.
+    Int64(i64),
+    /// An unsigned 64-bit integer.
+    Uint64(u64),
+    /// An IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address.
+    Ipv6(Ipv6Addr),
+    /// A byte string, not checked for UTF-8.
+    String(&'a [u8]),
+    /// Binary data.
+    Binary(&'a [u8]),
+}
+
+impl<'a> TypedRef<'a> {
+    /// The value's type tag.
+    pub const fn data_type(&self) -> DataType {
+        match self {
+            Self::Null => DataType::NULL,
+            Self::Bool(_) => DataType::BOOL,
+            Self::Int32(_) => DataType::INT32,
+            Self::Uint32(_) => DataType::UINT32,
+            Self::Int64(_) => DataType::INT64,
+            Self::Uint64(_) => DataType::UINT64,
+            Self::Ipv4(_) => DataType::IPV4,
+            Self::Ipv6(_) => DataType::IPV6,
+            Self::String(_) => DataType::STRING,
+            Self::Binary(_) => DataType::BINARY,
+        }
+    }
+
+    /// `true` for [`TypedRef::Null`].
+    pub const fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+
+    /// The bytes of a STRING or BINARY value.
+    pub const fn as_bytes(&self) -> Option<&'a [u8]> {
+        match *self {
+            Self::String(b) | Self::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A STRING or BINARY value as `&str`, if it is valid UTF-8.
+    pub fn as_str(&self) -> Option<&'a str> {
         self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
     }
 
     /// A boolean value.
     pub const fn as_bool(&self) -> Option<bool> {
-        match self {
-            Self::Bool(b) => Some(*b),
+        match *self {
+            Self::Bool(b) => Some(b),
             _ => None,
         }
     }
@@ -243,9 +349,49 @@ impl TypedData {
             _ => None,
         }
     }
+
+    /// The owned value, its bytes (if any) as views into `frame`, which
+    /// must hold them.
+    pub(crate) fn in_frame(self, frame: &Bytes) -> TypedData {
+        match self {
+            Self::Null => TypedData::Null,
+            Self::Bool(v) => TypedData::Bool(v),
+            Self::Int32(v) => TypedData::Int32(v),
+            Self::Uint32(v) => TypedData::Uint32(v),
+            Self::Int64(v) => TypedData::Int64(v),
+            Self::Uint64(v) => TypedData::Uint64(v),
+            Self::Ipv4(v) => TypedData::Ipv4(v),
+            Self::Ipv6(v) => TypedData::Ipv6(v),
+            Self::String(b) => TypedData::String(frame.slice_ref(b)),
+            Self::Binary(b) => TypedData::Binary(frame.slice_ref(b)),
+        }
+    }
 }
 
-impl fmt::Debug for TypedData {
+impl<'a> From<&'a TypedData> for TypedRef<'a> {
+    fn from(value: &'a TypedData) -> Self {
+        match value {
+            TypedData::Null => Self::Null,
+            TypedData::Bool(v) => Self::Bool(*v),
+            TypedData::Int32(v) => Self::Int32(*v),
+            TypedData::Uint32(v) => Self::Uint32(*v),
+            TypedData::Int64(v) => Self::Int64(*v),
+            TypedData::Uint64(v) => Self::Uint64(*v),
+            TypedData::Ipv4(v) => Self::Ipv4(*v),
+            TypedData::Ipv6(v) => Self::Ipv6(*v),
+            TypedData::String(b) => Self::String(b),
+            TypedData::Binary(b) => Self::Binary(b),
+        }
+    }
+}
+
+impl PartialEq<TypedData> for TypedRef<'_> {
+    fn eq(&self, other: &TypedData) -> bool {
+        *self == TypedRef::from(other)
+    }
+}
+
+impl fmt::Debug for TypedRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Null => f.write_str("Null"),

@@ -17,7 +17,8 @@
 //!
 //! # Layers
 //!
-//! - [`varint`], [`TypedData`]: the wire's integers and values.
+//! - [`varint`], [`TypedData`] (and its borrowed twin [`TypedRef`]): the
+//!   wire's integers and values.
 //! - [`Frame`] with [`FrameBody`]: every frame type, decoded from a `Bytes`
 //!   payload without copying ([`Notify`] validates once and iterates lazily),
 //!   encoded with an exact [`Frame::encoded_len`].
@@ -72,13 +73,13 @@ mod codec;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 
-pub use data::{DataType, TypedData};
+pub use data::{DataType, TypedData, TypedRef};
 pub use error::{DecodeError, EncodeError, Error};
 pub use fragment::{Reassembled, Reassembler};
 pub use frame::ArgError;
 pub use frame::{
-    Ack, Action, AgentHello, Args, Capabilities, Disconnect, Flags, Frame, FrameBody, FrameType,
-    HaproxyHello, Message, Messages, Metadata, Notify, NotifyBuilder, VarScope,
+    Ack, Action, AgentHello, Args, ArgsRef, Capabilities, Disconnect, Flags, Frame, FrameBody,
+    FrameType, HaproxyHello, Message, Messages, Metadata, Notify, NotifyBuilder, VarScope,
 };
 pub use hdrs::{HeaderIter, Headers};
 pub use status::Status;

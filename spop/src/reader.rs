@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use crate::data::{DataType, TypedData};
+use crate::data::{DataType, TypedData, TypedRef};
 use crate::{varint, DecodeError};
 
 #[derive(Clone)]
@@ -150,21 +150,25 @@ impl<'a> Reader<'a> {
         Ok((ty, byte & 0xf0))
     }
 
-    /// Reads one typed value.
+    /// Reads one typed value; strings and binaries are views into the frame.
     #[inline]
     pub(crate) fn typed(&mut self) -> Result<TypedData, DecodeError> {
         let (ty, flags) = self.data_type()?;
         Ok(match ty {
             DataType::STRING => TypedData::String(self.string("STRING")?),
             DataType::BINARY => TypedData::Binary(self.string("BINARY")?),
-            DataType::NULL => TypedData::Null,
-            DataType::BOOL => TypedData::Bool(flags & 0x10 != 0),
-            DataType::INT32 => TypedData::Int32(int32(self.varint()?)?),
-            DataType::UINT32 => TypedData::Uint32(uint32(self.varint()?)?),
-            DataType::INT64 => TypedData::Int64(self.varint()? as i64),
-            DataType::UINT64 => TypedData::Uint64(self.varint()?),
-            DataType::IPV4 => TypedData::Ipv4(Ipv4Addr::from(self.array::<4>("IPV4")?)),
-            _ => TypedData::Ipv6(Ipv6Addr::from(self.array::<16>("IPV6")?)),
+            _ => scalar(self, ty, flags)?.in_frame(self.buf),
+        })
+    }
+
+    /// Reads one typed value, strings and binaries borrowed (no refcount).
+    #[inline]
+    pub(crate) fn typed_ref(&mut self) -> Result<TypedRef<'a>, DecodeError> {
+        let (ty, flags) = self.data_type()?;
+        Ok(match ty {
+            DataType::STRING => TypedRef::String(self.string_ref("STRING")?),
+            DataType::BINARY => TypedRef::Binary(self.string_ref("BINARY")?),
+            _ => scalar(self, ty, flags)?,
         })
     }
 
@@ -208,6 +212,21 @@ impl<'a> Reader<'a> {
         let value = self.typed()?;
         Ok((key, value))
     }
+}
+
+/// A value of any type but STRING and BINARY, once its type byte is read.
+#[inline]
+fn scalar<'a>(r: &mut Reader<'a>, ty: DataType, flags: u8) -> Result<TypedRef<'a>, DecodeError> {
+    Ok(match ty {
+        DataType::NULL => TypedRef::Null,
+        DataType::BOOL => TypedRef::Bool(flags & 0x10 != 0),
+        DataType::INT32 => TypedRef::Int32(int32(r.varint()?)?),
+        DataType::UINT32 => TypedRef::Uint32(uint32(r.varint()?)?),
+        DataType::INT64 => TypedRef::Int64(r.varint()? as i64),
+        DataType::UINT64 => TypedRef::Uint64(r.varint()?),
+        DataType::IPV4 => TypedRef::Ipv4(Ipv4Addr::from(r.array::<4>("IPV4")?)),
+        _ => TypedRef::Ipv6(Ipv6Addr::from(r.array::<16>("IPV6")?)),
+    })
 }
 
 #[cold]

@@ -42,6 +42,9 @@ fn decode_and_visit(payload: Bytes) -> usize {
         for (name, value) in msg.args() {
             touched += name.len() + value.as_bytes().map_or(1, Bytes::len);
         }
+        for (name, value) in msg.args_ref() {
+            touched += name.len() + value.as_bytes().map_or(1, <[u8]>::len);
+        }
         for (n, v) in msg.headers("arg_hdrs").unwrap().iter() {
             touched += n.len() + v.len();
         }

@@ -15,7 +15,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use spop::{
     varint, Ack, AgentHello, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello,
-    Headers, Metadata, Notify, SpopCodec, Status, TypedData, VarScope,
+    Headers, Metadata, Notify, SpopCodec, Status, TypedData, TypedRef, VarScope,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -197,9 +197,18 @@ proptest! {
         for (n, v) in &args {
             if let Ok(name) = std::str::from_utf8(n) {
                 let first = args.iter().find(|(m, _)| m == n).map(|(_, v)| v.clone());
+                prop_assert_eq!(msg.arg_ref(name), first.as_ref().map(TypedRef::from));
                 prop_assert_eq!(msg.arg(name), first);
             }
             let _ = v;
+        }
+        // The borrowed iterator yields what the owned one does, in order.
+        prop_assert_eq!(msg.args_ref().len(), args.len());
+        for ((n, r), (want_n, want)) in msg.args_ref().zip(&args) {
+            prop_assert_eq!(n, &want_n[..]);
+            prop_assert_eq!(r, TypedRef::from(want));
+            prop_assert_eq!(r.data_type(), want.data_type());
+            prop_assert_eq!(r.as_i64(), want.as_i64());
         }
     }
 

@@ -85,9 +85,14 @@ fn check_messages(what: &str, notify: &Notify, want: &Value) -> usize {
         );
         let want_args = want["args"].as_array().unwrap();
         assert_eq!(msg.len(), want_args.len(), "{what}: arg count");
-        for ((name, value), want) in msg.args().zip(want_args) {
+        assert_eq!(msg.args_ref().len(), want_args.len(), "{what}: arg count");
+        for (((name, value), (name_ref, value_ref)), want) in
+            msg.args().zip(msg.args_ref()).zip(want_args)
+        {
             let want_name = want[0].as_str().unwrap();
             assert_eq!(name, want_name.as_bytes(), "{what}: arg name");
+            assert_eq!(name_ref, name, "{what}: borrowed arg name");
+            assert_eq!(value_ref, value, "{what}: borrowed value");
             check_value(&format!("{what}: {want_name}"), &value, &want[1]);
             args_checked += 1;
         }

@@ -21,7 +21,7 @@ pub use ack::{Ack, Action, VarScope};
 pub use capabilities::Capabilities;
 pub use disconnect::Disconnect;
 pub use hello::{AgentHello, HaproxyHello};
-pub use notify::{ArgError, Args, Message, Messages, Notify, NotifyBuilder};
+pub use notify::{ArgError, Args, ArgsRef, Message, Messages, Notify, NotifyBuilder};
 
 use crate::reader::Reader;
 use crate::{varint, DecodeError, EncodeError};

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::hdrs::Headers;
 use crate::reader::Reader;
-use crate::{varint, DataType, DecodeError, EncodeError, TypedData};
+use crate::{varint, DataType, DecodeError, EncodeError, TypedData, TypedRef};
 
 /// The payload of a complete NOTIFY frame.
 ///
@@ -333,13 +333,32 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The arguments with borrowed values: like [`Message::args`], with
+    /// strings and binaries as slices of the frame (no reference count per
+    /// value), for looking at every argument as cheaply as possible.
+    pub fn args_ref(&self) -> ArgsRef<'a> {
+        ArgsRef(self.args())
+    }
+
     /// The value of the first argument with this name.
     pub fn arg(&self, name: &str) -> Option<TypedData> {
+        let mut r = self.find(name)?;
+        r.typed().ok()
+    }
+
+    /// The value of the first argument with this name, borrowed.
+    pub fn arg_ref(&self, name: &str) -> Option<TypedRef<'a>> {
+        let mut r = self.find(name)?;
+        r.typed_ref().ok()
+    }
+
+    /// A reader at the value of the first argument with this name.
+    fn find(&self, name: &str) -> Option<Reader<'a>> {
         let mut r = self.args.clone();
         for _ in 0..self.nb_args {
             let arg_name = r.string_ref("argument name").ok()?;
             if arg_name == name.as_bytes() {
-                return r.typed().ok();
+                return Some(r);
             }
             r.skip_typed().ok()?;
         }
@@ -470,6 +489,33 @@ impl<'a> Iterator for Args<'a> {
 }
 
 impl ExactSizeIterator for Args<'_> {}
+
+/// Iterator over a message's `(name, value)` arguments, names and values
+/// borrowed from the frame: see [`Message::args_ref`].
+#[derive(Clone, Debug)]
+pub struct ArgsRef<'a>(Args<'a>);
+
+impl<'a> Iterator for ArgsRef<'a> {
+    type Item = (&'a [u8], TypedRef<'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<(&'a [u8], TypedRef<'a>)> {
+        let args = &mut self.0;
+        if args.left == 0 {
+            return None;
+        }
+        args.left -= 1;
+        let name = args.reader.string_ref("argument name").ok()?;
+        let value = args.reader.typed_ref().ok()?;
+        Some((name, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ArgsRef<'_> {}
 
 /// Builds a NOTIFY payload message by message.
 ///
