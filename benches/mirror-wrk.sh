@@ -6,9 +6,11 @@
 #      request to a fast target (a second HAProxy process answering 204);
 #   C. as B with the target down;
 #   D. the same frontend with an agent that only ACKs (nbari's spop 0.13).
-# Usage: bash benches/mirror-wrk.sh [SECONDS] [HAPROXY_BINARY]
-# Env: MIRROR_THREADS (--threads of the agents, default 1), MIRROR_ARGS (more
-# options for the mirroring agent of B, e.g. --http2).
+# The four set-ups run in turn, ROUNDS times (default 3), and each round's
+# ratios are taken within the round; the median of the rounds is the figure.
+# Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [HAPROXY_BINARY]
+# Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
+# MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
@@ -99,34 +101,57 @@ threads=${MIRROR_THREADS:-1}
 cargo build --release -q -p spop-benches --bin nbari-agent --manifest-path "$root/Cargo.toml"
 "$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
 sleep 1
-run() { # name port
-    local out
+run() { # name port -> prints one line, appends the rate to $dir/<port>.rps
+    local out rps p99 non2xx
     out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
-    local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    local non2xx
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '%-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
-    echo "$rps" > "$dir/$2.rps"
+    printf '  %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+    echo "$rps" >> "$dir/$2.rps"
 }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
-for p in 18181 18184 18185; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
-echo "wrk -t1 -c32 -d${secs}s, one run:"
-run "A. no filter" 18180
+# CPU ticks (user + system) of a process, or of one of its threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+thread() { # pid name -> "pid/task/tid" of the thread with that name
+    local f
+    f=$(grep -l "^$2\$" /proc/"$1"/task/*/comm | head -n 1)
+    f=${f%/comm}
+    echo "${f#/proc/}"
+}
 hz=$(getconf CLK_TCK)
-before=("$(ticks "${pids[0]}")" "$(ticks "${pids[1]}")" "$(ticks "${pids[2]}")")
-run "B. spop-mirror, mirroring all" 18181
-after=("$(ticks "${pids[0]}")" "$(ticks "${pids[1]}")" "$(ticks "${pids[2]}")")
-run "C. spop-mirror, target down" 18184
-run "D. ACK-only agent (nbari spop 0.13)" 18185
-a=$(cat "$dir/18180.rps"); b=$(cat "$dir/18181.rps"); c=$(cat "$dir/18184.rps"); d=$(cat "$dir/18185.rps")
-awk -v a="$a" -v b="$b" -v c="$c" -v d="$d" 'BEGIN { printf "B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", 100*b/a, 100*c/a, 100*d/a }'
-# Where B's CPU went: seconds of CPU per second of the run, per process
-# (2.0 would be both cores).
-awk -v s="$secs" -v hz="$hz" -v h0="${before[0]}" -v h1="${after[0]}" -v t0="${before[1]}" -v t1="${after[1]}" -v m0="${before[2]}" -v m1="${after[2]}" \
-    'BEGIN { printf "B CPU (cores busy): HAProxy %.2f, target %.2f, spop-mirror %.2f\n", (h1-h0)/hz/s, (t1-t0)/hz/s, (m1-m0)/hz/s }'
+agent_thread=$(thread "${pids[2]}" spop-agent)
+# What B costs, summed over its rounds: HAProxy, target, spop-mirror's SPOP
+# thread ("spop-agent": reads NOTIFYs, writes ACKs) and its mirroring thread.
+cpu_b=(0 0 0 0)
+sample() { echo "$(ticks "${pids[0]}") $(ticks "${pids[1]}") $(ticks "$agent_thread") $(($(ticks "${pids[2]}") - $(ticks "$agent_thread")))"; }
+for p in 18181 18184 18185; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+# Interleaved rounds, so that a change in the machine's load (it is shared)
+# falls on every set-up alike; the ratios are taken within each round.
+rounds=${ROUNDS:-3}
+echo "wrk -t1 -c32 -d${secs}s per set-up, $rounds interleaved rounds:"
+for r in $(seq "$rounds"); do
+    echo "round $r"
+    run "A. no filter" 18180
+    read -r -a before <<<"$(sample)"
+    run "B. spop-mirror, mirroring all" 18181
+    read -r -a after <<<"$(sample)"
+    for i in 0 1 2 3; do cpu_b[i]=$((cpu_b[i] + after[i] - before[i])); done
+    run "C. spop-mirror, target down" 18184
+    run "D. ACK-only agent (nbari spop 0.13)" 18185
+done
+paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" | awk '
+    { b[NR] = 100*$2/$1; c[NR] = 100*$3/$1; d[NR] = 100*$4/$1
+      printf "round %d: B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", NR, b[NR], c[NR], d[NR] }
+    function median(v, n,   i, j, t) {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    END { printf "median of the rounds: B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", median(b, NR), median(c, NR), median(d, NR) }'
+# Where B's CPU went: seconds of CPU per second of B (2.0 would be both cores).
+awk -v t="$((secs * rounds))" -v hz="$hz" -v h="${cpu_b[0]}" -v g="${cpu_b[1]}" -v a="${cpu_b[2]}" -v m="${cpu_b[3]}" \
+    'BEGIN { printf "B CPU (cores busy): HAProxy %.2f, target %.2f, spop-mirror %.2f (SPOP thread %.2f, mirroring thread %.2f)\n", h/hz/t, g/hz/t, (a+m)/hz/t, a/hz/t, m/hz/t }'
 sleep 1
 echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
+echo "B not mirrored: $(curl -s http://127.0.0.1:18192/metrics | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
 echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
