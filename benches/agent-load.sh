@@ -20,7 +20,7 @@ utime() { awk '{print $14}' "/proc/$1/stat"; }
 stime() { awk '{print $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 printf '%-6s %-5s %-6s %s\n' agent conns depth result
-for cd in "1 1" "10 1" "100 1" "10 16" "100 4"; do
+for cd in "1 1" "10 1" "100 1" "1 16" "10 16" "100 4"; do
     set -- $cd
     for a in spop:18301 nbari:18302; do
         pid=${pids[0]}; [ "${a%%:*}" = spop ] || pid=${pids[1]}
