@@ -469,18 +469,29 @@ impl fmt::Debug for Args<'_> {
     }
 }
 
-impl<'a> Iterator for Args<'a> {
-    type Item = (&'a [u8], TypedData);
-
-    #[inline]
-    fn next(&mut self) -> Option<(&'a [u8], TypedData)> {
+impl<'a> Args<'a> {
+    /// The next argument's name, and its value as `value` reads it.
+    #[inline(always)]
+    fn next_arg<T>(
+        &mut self,
+        value: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Option<(&'a [u8], T)> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
         let name = self.reader.string_ref("argument name").ok()?;
-        let value = self.reader.typed().ok()?;
+        let value = value(&mut self.reader).ok()?;
         Some((name, value))
+    }
+}
+
+impl<'a> Iterator for Args<'a> {
+    type Item = (&'a [u8], TypedData);
+
+    #[inline]
+    fn next(&mut self) -> Option<(&'a [u8], TypedData)> {
+        self.next_arg(Reader::typed)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -500,14 +511,7 @@ impl<'a> Iterator for ArgsRef<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<(&'a [u8], TypedRef<'a>)> {
-        let args = &mut self.0;
-        if args.left == 0 {
-            return None;
-        }
-        args.left -= 1;
-        let name = args.reader.string_ref("argument name").ok()?;
-        let value = args.reader.typed_ref().ok()?;
-        Some((name, value))
+        self.0.next_arg(Reader::typed_ref)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
