@@ -350,9 +350,9 @@ impl<'a> TypedRef<'a> {
         }
     }
 
-    /// The owned value, its bytes (if any) as views into `frame`, which
-    /// must hold them.
-    pub(crate) fn in_frame(self, frame: &Bytes) -> TypedData {
+    /// The owned value; bytes (if any) are copied. The decoder calls it only
+    /// for the other types, and makes STRING and BINARY views itself.
+    pub(crate) fn into_owned(self) -> TypedData {
         match self {
             Self::Null => TypedData::Null,
             Self::Bool(v) => TypedData::Bool(v),
@@ -362,8 +362,8 @@ impl<'a> TypedRef<'a> {
             Self::Uint64(v) => TypedData::Uint64(v),
             Self::Ipv4(v) => TypedData::Ipv4(v),
             Self::Ipv6(v) => TypedData::Ipv6(v),
-            Self::String(b) => TypedData::String(frame.slice_ref(b)),
-            Self::Binary(b) => TypedData::Binary(frame.slice_ref(b)),
+            Self::String(b) => TypedData::String(Bytes::copy_from_slice(b)),
+            Self::Binary(b) => TypedData::Binary(Bytes::copy_from_slice(b)),
         }
     }
 }

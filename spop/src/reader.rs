@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
         Ok(match ty {
             DataType::STRING => TypedData::String(self.string("STRING")?),
             DataType::BINARY => TypedData::Binary(self.string("BINARY")?),
-            _ => scalar(self, ty, flags)?.in_frame(self.buf),
+            _ => scalar(self, ty, flags)?.into_owned(),
         })
     }
 
