@@ -1,10 +1,10 @@
 //! Reads raw SPOP frames (4-byte LENGTH included) from the files named on the
 //! command line and prints what they hold.
 //!
-//! `cargo run -p spop-examples --example decode_vectors -- ../shared/vectors/haproxy-2.6.12/*.bin`
+//! `cargo run -p spop-examples --example decode_vectors -- spop/tests/vectors/haproxy-2.6.12/*.bin`
 
 use bytes::Bytes;
-use spop::{Frame, FrameBody, TypedData};
+use haproxy_spop::{Frame, FrameBody, TypedData};
 
 fn main() {
     let mut failed = false;

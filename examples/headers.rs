@@ -5,8 +5,8 @@
 //! `examples/haproxy/headers-spoe.conf`.
 //!
 //! `cargo run -p spop-examples --bin headers -- 127.0.0.1:12346`
-use spop::runtime::{Agent, NotifyRequest};
-use spop::{Ack, VarScope};
+use haproxy_spop::runtime::{Agent, NotifyRequest};
+use haproxy_spop::{Ack, VarScope};
 
 fn classify(user_agent: &[u8]) -> &'static str {
     let ua = user_agent.to_ascii_lowercase();

@@ -3,8 +3,8 @@
 //! `examples/haproxy/set-var-spoe.conf`.
 //!
 //! `cargo run -p spop-examples --bin set_var -- 127.0.0.1:12345`
-use spop::runtime::{Agent, NotifyRequest};
-use spop::{Ack, VarScope};
+use haproxy_spop::runtime::{Agent, NotifyRequest};
+use haproxy_spop::{Ack, VarScope};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the seed corpora from the captured HAProxy frames in ../shared/vectors
+# Builds the seed corpora from the captured HAProxy frames in spop/tests/vectors
 # (nothing under fuzz/corpus is committed). Needs only bash, dd and python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-vectors="$here/../../shared/vectors"
+vectors="$here/../spop/tests/vectors"
 corpus="$here/corpus"
 mkdir -p "$corpus"/{decode_frame,codec_stream,varint,hdrs_bin,reassembly,roundtrip}
 for f in "$vectors"/*/*.bin; do

@@ -11,7 +11,7 @@
 )]
 
 use bytes::Bytes;
-use spop::{Frame, FrameBody};
+use haproxy_spop::{Frame, FrameBody};
 
 fn main() {
     let mut spop_total = 0;
@@ -27,7 +27,7 @@ fn main() {
         "mirror-01-haproxy-hello.bin",
     ] {
         let path = format!(
-            "{}/../../shared/vectors/haproxy-2.6.12/{file}",
+            "{}/../spop/tests/vectors/haproxy-2.6.12/{file}",
             env!("CARGO_MANIFEST_DIR")
         );
         let wire = Bytes::from(std::fs::read(&path).unwrap());

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use spop::{Frame, FrameBody, TypedData, TypedRef};
+use haproxy_spop::{Frame, FrameBody, TypedData, TypedRef};
 
 fn vector(name: &str) -> Bytes {
     let path = format!(
-        "{}/../../shared/vectors/haproxy-2.6.12/{name}",
+        "{}/../spop/tests/vectors/haproxy-2.6.12/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -152,7 +152,7 @@ fn bench_varint(c: &mut Criterion) {
     ];
     let mut wire = Vec::new();
     for &v in &values {
-        spop::varint::encode(v, &mut wire);
+        haproxy_spop::varint::encode(v, &mut wire);
     }
     let mut g = c.benchmark_group("varint");
     g.throughput(Throughput::Bytes(wire.len() as u64));
@@ -161,7 +161,7 @@ fn bench_varint(c: &mut Criterion) {
             let mut rest = &wire[..];
             let mut sum = 0u64;
             while !rest.is_empty() {
-                let (v, used) = spop::varint::decode_slice(black_box(rest)).unwrap();
+                let (v, used) = haproxy_spop::varint::decode_slice(black_box(rest)).unwrap();
                 sum = sum.wrapping_add(v);
                 rest = &rest[used..];
             }
@@ -185,7 +185,7 @@ fn bench_varint(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for &v in &values {
-                spop::varint::encode(black_box(v), &mut out);
+                haproxy_spop::varint::encode(black_box(v), &mut out);
             }
             black_box(out.len())
         })

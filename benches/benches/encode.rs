@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nbari_spop::SpopFrame;
-use spop::{Ack, AgentHello, Capabilities, Frame, VarScope};
+use haproxy_spop::{Ack, AgentHello, Capabilities, Frame, VarScope};
 
 fn spop_ack(n: usize) -> Frame {
     let mut ack = Ack::new();

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use haproxy::{free_port, http_request, HaProxy, Version};
-use spop::runtime::{Agent, Listener, NotifyRequest};
-use spop::{Ack, Capabilities, VarScope};
+use haproxy_spop::runtime::{Agent, Listener, NotifyRequest};
+use haproxy_spop::{Ack, Capabilities, VarScope};
 
 /// A child process killed on drop.
 struct Proc(Child);
@@ -114,15 +114,7 @@ fn set_var_through(version: Version) {
     assert_var_header(www, "", "x-ip-score", "100", &haproxy);
 }
 
-#[test]
-fn set_var_example_through_haproxy_26() {
-    set_var_through(Version::V26);
-}
-
-#[test]
-fn set_var_example_through_haproxy_32() {
-    set_var_through(Version::V32);
-}
+per_version!(set_var_example_through_haproxy, set_var_through);
 
 fn headers_through(version: Version) {
     let (www, app, agent) = (free_port(), free_port(), free_port());
@@ -145,15 +137,7 @@ fn headers_through(version: Version) {
     assert_eq!(header(&resp, "x-has-auth"), Some("0"));
 }
 
-#[test]
-fn headers_example_through_haproxy_26() {
-    headers_through(Version::V26);
-}
-
-#[test]
-fn headers_example_through_haproxy_32() {
-    headers_through(Version::V32);
-}
+per_version!(headers_example_through_haproxy, headers_through);
 
 fn spop_check_marks_agent_up(version: Version) {
     let (www, app, agent) = (free_port(), free_port(), free_port());
@@ -182,15 +166,7 @@ fn spop_check_marks_agent_up(version: Version) {
     }
 }
 
-#[test]
-fn spop_check_marks_agent_up_26() {
-    spop_check_marks_agent_up(Version::V26);
-}
-
-#[test]
-fn spop_check_marks_agent_up_32() {
-    spop_check_marks_agent_up(Version::V32);
-}
+per_version!(spop_check_marks_agent_up, spop_check_marks_agent_up);
 
 fn survives_restart(version: Version) {
     let (www, app, agent) = (free_port(), free_port(), free_port());
@@ -203,24 +179,16 @@ fn survives_restart(version: Version) {
     assert_var_header(www, "", "x-ip-score", "100", &haproxy);
 }
 
-#[test]
-fn agent_survives_haproxy_restart_26() {
-    survives_restart(Version::V26);
-}
+per_version!(agent_survives_haproxy_restart, survives_restart);
 
-#[test]
-fn agent_survives_haproxy_restart_32() {
-    survives_restart(Version::V32);
-}
-
-/// HAProxy 2.6 with 128 KB buffers sends a 100 KB body to an agent that
-/// accepts 16 KB frames: in fragments, which the runtime reassembles.
-#[test]
-fn large_body_arrives_whole_through_fragmentation_26() {
+/// HAProxy's classic SPOE engine (2.6, 3.0) with 128 KB buffers sends a
+/// 100 KB body to an agent that accepts 16 KB frames: in fragments, which the
+/// runtime reassembles. (3.1+ never fragments.)
+fn fragmentation(version: Version) {
     let (www, app, agent_port) = (free_port(), free_port(), free_port());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("spop=debug")
+        .with_env_filter("haproxy_spop=debug")
         .with_test_writer()
         .try_init();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -263,7 +231,7 @@ backend agents\n    mode tcp\n    timeout connect 5s\n    timeout server 30s\n  
     let spoe = "[frag]\nspoe-agent frag-agent\n    messages body\n    option var-prefix frag\n    \
 timeout hello 2s\n    timeout idle 30s\n    timeout processing 2s\n    use-backend agents\n    log global\n\n\
 spoe-message body\n    args b=req.body\n    event on-frontend-http-request\n";
-    let haproxy = HaProxy::start(Version::V26, &cfg, Some(spoe));
+    let haproxy = HaProxy::start(version, &cfg, Some(spoe));
     let body = vec![b'z'; 100_000];
     let mut req = format!(
         "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -290,9 +258,15 @@ spoe-message body\n    args b=req.body\n    event on-frontend-http-request\n";
     let seen = seen.lock().unwrap();
     assert!(seen.contains(&Some((100_000, true))), "{seen:?}");
     assert!(
-        agent.stats().frames_received(spop::FrameType::UNSET) >= 6,
+        agent.stats().frames_received(haproxy_spop::FrameType::UNSET) >= 6,
         "{:?}",
         agent.stats()
     );
     agent.shutdown();
 }
+
+per_version!(
+    large_body_arrives_whole_through_fragmentation,
+    fragmentation,
+    [V26, V30]
+);

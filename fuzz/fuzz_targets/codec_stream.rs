@@ -5,12 +5,12 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use spop::SpopCodec;
+use haproxy_spop::SpopCodec;
 use tokio_util::codec::Decoder;
 
 const MAX: u32 = 4096;
 
-fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> (Vec<spop::Frame>, Option<String>) {
+fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> (Vec<haproxy_spop::Frame>, Option<String>) {
     let mut codec = SpopCodec::with_max_frame_size(MAX);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();

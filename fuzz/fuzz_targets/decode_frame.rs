@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spop::{Frame, FrameBody};
+use haproxy_spop::{Frame, FrameBody};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(frame) = Frame::decode(Bytes::copy_from_slice(data)) else {

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spop::Headers;
+use haproxy_spop::Headers;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(headers) = Headers::decode(Bytes::copy_from_slice(data)) else {

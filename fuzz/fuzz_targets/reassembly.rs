@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spop::{Flags, Frame, FrameBody, Metadata, Reassembled, Reassembler};
+use haproxy_spop::{Flags, Frame, FrameBody, Metadata, Reassembled, Reassembler};
 
 #[derive(Debug, Arbitrary)]
 struct Piece {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use spop::Frame;
+use haproxy_spop::Frame;
 
 fuzz_target!(|frame: Frame| {
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spop::varint;
+use haproxy_spop::varint;
 
 fuzz_target!(|data: &[u8]| {
     let slice = varint::decode_slice(data);

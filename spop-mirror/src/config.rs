@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
-use spop::runtime::ListenAddr;
+use haproxy_spop::runtime::ListenAddr;
 
 /// Mirrors HTTP traffic that HAProxy reports over SPOP to shadow servers.
 ///

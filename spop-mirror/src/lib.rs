@@ -18,8 +18,8 @@ pub mod mirror;
 pub mod request;
 pub mod server;
 
-use spop::runtime::NotifyRequest;
-use spop::Ack;
+use haproxy_spop::runtime::NotifyRequest;
+use haproxy_spop::Ack;
 
 use crate::mirror::Mirror;
 use crate::request::ArgNames;

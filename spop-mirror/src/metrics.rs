@@ -277,7 +277,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, and the agent's.
-    pub fn render(&self, agent: Option<&spop::runtime::Stats>) -> String {
+    pub fn render(&self, agent: Option<&haproxy_spop::runtime::Stats>) -> String {
         let mut o = String::with_capacity(4096);
         let family = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");

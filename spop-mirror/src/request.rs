@@ -6,7 +6,7 @@ use http::header::{
 };
 use http::uri::PathAndQuery;
 use http::Method;
-use spop::{ArgError, Message};
+use haproxy_spop::{ArgError, Message};
 
 /// The argument names of the `mirror` message.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
     let body = match msg.bytes(&names.body) {
         Ok(b) => b,
         Err(ArgError::Missing) => Bytes::new(),
-        Err(ArgError::WrongType { found, .. }) if found == spop::DataType::NULL => Bytes::new(),
+        Err(ArgError::WrongType { found, .. }) if found == haproxy_spop::DataType::NULL => Bytes::new(),
         Err(e) => return Err(BadMessage::from_arg(e)),
     };
 

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use spop::runtime::{Agent, Listener};
+use haproxy_spop::runtime::{Agent, Listener};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -22,7 +22,7 @@ use crate::request::ArgNames;
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    agent: Arc<spop::runtime::Stats>,
+    agent: Arc<haproxy_spop::runtime::Stats>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -170,4 +170,4 @@ pub async fn run(
     Ok(())
 }
 
-use spop::runtime::ListenAddr;
+use haproxy_spop::runtime::ListenAddr;

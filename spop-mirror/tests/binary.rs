@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spop::runtime::Client;
-use spop::{Capabilities, Frame, FrameBody, HaproxyHello, Headers, Notify, Status};
+use haproxy_spop::runtime::Client;
+use haproxy_spop::{Capabilities, Frame, FrameBody, HaproxyHello, Headers, Notify, Status};
 use support::{free_port, scrape, Target};
 
 struct Proc(Child);
@@ -62,7 +62,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// A captured mirror NOTIFY from HAProxy 3.2 (the 12 000-byte POST).
 fn captured(file: &str) -> Notify {
     let path = format!(
-        "{}/../../shared/vectors/haproxy-3.2.26/{file}",
+        "{}/../spop/tests/vectors/haproxy-3.2.26/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     let wire = Bytes::from(std::fs::read(path).unwrap());

@@ -1,4 +1,5 @@
-//! spop-mirror behind real HAProxy 2.6 and 3.2: requests sent through HAProxy
+//! spop-mirror behind real HAProxy 2.6, 3.0, 3.2 and 3.4 (each test once per
+//! line, named after it): requests sent through HAProxy
 //! reach a recording target intact, HAProxy's answers never wait for the
 //! mirror, and drops, filters, sampling, added headers, several targets,
 //! metrics and shutdown behave.
@@ -216,15 +217,7 @@ async fn requests_arrive_intact(version: Version) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_arrive_intact_26() {
-    requests_arrive_intact(Version::V26).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_arrive_intact_32() {
-    requests_arrive_intact(Version::V32).await;
-}
+per_version!(async requests_arrive_intact, requests_arrive_intact);
 
 async fn truncated_body(version: Version) {
     let target = Target::start(Duration::ZERO, 204).await;
@@ -280,22 +273,13 @@ async fn truncated_body(version: Version) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_body_is_not_sent_with_a_false_length_26() {
-    truncated_body(Version::V26).await;
-}
+per_version!(async truncated_body_is_not_sent_with_a_false_length, truncated_body);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_body_is_not_sent_with_a_false_length_32() {
-    truncated_body(Version::V32).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filters_sampling_headers_and_several_targets() {
+async fn filters_sampling_headers_and_several_targets(version: Version) {
     let t1 = Target::start(Duration::ZERO, 200).await;
     let t2 = Target::start(Duration::ZERO, 404).await;
     let s = setup(
-        Version::V32,
+        version,
         &[&t1, &t2],
         &[
             "--method",
@@ -354,7 +338,7 @@ async fn filters_sampling_headers_and_several_targets() {
 
     // Sampling: 0% mirrors nothing, 50% about half.
     let t3 = Target::start(Duration::ZERO, 204).await;
-    let s0 = setup(Version::V32, &[&t3], &["--sample", "0"], None).await;
+    let s0 = setup(version, &[&t3], &["--sample", "0"], None).await;
     for _ in 0..20 {
         send(s0.www, req("GET /s HTTP/1.1\nHost: t\n\n", b"")).await;
     }
@@ -366,7 +350,7 @@ async fn filters_sampling_headers_and_several_targets() {
     );
     assert_eq!(t3.count(), 0);
     let t4 = Target::start(Duration::ZERO, 204).await;
-    let s50 = setup(Version::V32, &[&t4], &["--sample", "50"], None).await;
+    let s50 = setup(version, &[&t4], &["--sample", "50"], None).await;
     for _ in 0..400 {
         send(s50.www, req("GET /s HTTP/1.1\nHost: t\n\n", b"")).await;
     }
@@ -379,10 +363,11 @@ async fn filters_sampling_headers_and_several_targets() {
     drop((s, s0, s50));
 }
 
+per_version!(async filters_sampling_headers_and_several_targets, filters_sampling_headers_and_several_targets);
+
 /// A dead target and a slow one: HAProxy's answers stay fast, drops are
 /// counted, memory stays bounded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_and_slow_targets_never_slow_haproxy() {
+async fn dead_and_slow_targets_never_slow_haproxy(version: Version) {
     // Dead: nothing listens there.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let slow = Target::start(Duration::from_secs(3), 200).await;
@@ -398,7 +383,7 @@ async fn dead_and_slow_targets_never_slow_haproxy() {
     ];
     let slow_url = slow.url();
     args.extend(["--target", slow_url.as_str()]);
-    let s = setup(Version::V32, &[], &args, None).await;
+    let s = setup(version, &[], &args, None).await;
     let mut worst = Duration::ZERO;
     for i in 0..200 {
         let t0 = Instant::now();
@@ -445,10 +430,11 @@ async fn dead_and_slow_targets_never_slow_haproxy() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_targets() {
+per_version!(async dead_and_slow_targets_never_slow_haproxy, dead_and_slow_targets_never_slow_haproxy);
+
+async fn h2c_targets(version: Version) {
     let target = Target::start(Duration::ZERO, 204).await;
-    let s = setup(Version::V26, &[&target], &["--http2"], None).await;
+    let s = setup(version, &[&target], &["--http2"], None).await;
     let body = b"k=v".to_vec();
     let raw = req(
         "POST /h2?x=1 HTTP/1.1\nHost: shop.test\nContent-Length: 3\nX-A: 1\n\n",
@@ -464,3 +450,5 @@ async fn h2c_targets() {
     assert_eq!(got[0].body, body);
     assert_eq!(got[0].header_str("x-a").as_deref(), Some("1"));
 }
+
+per_version!(async h2c_targets, h2c_targets);

@@ -7,7 +7,7 @@
 )]
 
 use bytes::Bytes;
-use spop::{Frame, FrameBody};
+use haproxy_spop::{Frame, FrameBody};
 use spop_mirror::request::{build, ArgNames};
 
 #[test]
@@ -30,7 +30,7 @@ fn captured_frames_become_requests() {
     for version in ["haproxy-2.6.12", "haproxy-3.2.26"] {
         for (file, method, path, body_len, truncated) in want {
             let p = format!(
-                "{}/../../shared/vectors/{version}/{file}",
+                "{}/../spop/tests/vectors/{version}/{file}",
                 env!("CARGO_MANIFEST_DIR")
             );
             let wire = Bytes::from(std::fs::read(&p).unwrap());

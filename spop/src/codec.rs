@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16380;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use spop::{Ack, Frame, SpopCodec};
+/// use haproxy_spop::{Ack, Frame, SpopCodec};
 /// use tokio_util::codec::{Decoder, Encoder};
 ///
 /// let mut codec = SpopCodec::new();

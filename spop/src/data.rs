@@ -77,7 +77,7 @@ impl fmt::Display for DataType {
 /// # Examples
 ///
 /// ```
-/// use spop::TypedData;
+/// use haproxy_spop::TypedData;
 /// let v = TypedData::from("GET");
 /// assert_eq!(v.as_str(), Some("GET"));
 /// assert_eq!(TypedData::from(-42i64).as_i64(), Some(-42));
@@ -138,7 +138,7 @@ impl TypedData {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use spop::TypedData;
+    /// use haproxy_spop::TypedData;
     /// let (v, used) = TypedData::decode(&Bytes::from_static(b"\x08\x02hi")).unwrap();
     /// assert_eq!((v, used), (TypedData::from("hi"), 4));
     /// ```
@@ -244,13 +244,13 @@ impl fmt::Debug for TypedData {
 /// # Examples
 ///
 /// ```
-/// use spop::{Notify, TypedRef};
+/// use haproxy_spop::{Notify, TypedRef};
 /// let notify = Notify::builder().message("m").arg("path", "/a").arg("n", 7i64).build()?;
 /// let msg = notify.messages().next().unwrap();
 /// let args: Vec<_> = msg.args_ref().collect();
 /// assert_eq!(args[0], (&b"path"[..], TypedRef::String(b"/a")));
 /// assert_eq!(args[1].1.as_i64(), Some(7));
-/// # Ok::<(), spop::EncodeError>(())
+/// # Ok::<(), haproxy_spop::EncodeError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TypedRef<'a> {

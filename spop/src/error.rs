@@ -102,7 +102,7 @@ impl DecodeError {
     /// # Examples
     ///
     /// ```
-    /// use spop::{DecodeError, Status};
+    /// use haproxy_spop::{DecodeError, Status};
     /// assert_eq!(DecodeError::MissingMaxFrameSize.status(), Status::NO_FRAME_SIZE);
     /// ```
     pub const fn status(&self) -> Status {

@@ -43,10 +43,10 @@ struct Pending {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use spop::{Flags, Frame, FrameBody, Metadata, Reassembled, Reassembler};
+/// use haproxy_spop::{Flags, Frame, FrameBody, Metadata, Reassembled, Reassembler};
 ///
 /// let mut r = Reassembler::new(1 << 20);
-/// let whole = spop::Notify::builder().message("m").arg("a", "xyz").build().unwrap();
+/// let whole = haproxy_spop::Notify::builder().message("m").arg("a", "xyz").build().unwrap();
 /// let (a, b) = whole.payload().split_at(4);
 /// let first = Frame { metadata: Metadata { flags: Flags(0), stream_id: 3, frame_id: 1 },
 ///                     body: FrameBody::NotifyFragment(Bytes::copy_from_slice(a)) };

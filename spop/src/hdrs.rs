@@ -18,7 +18,7 @@ use crate::{varint, DecodeError};
 ///
 /// ```
 /// use bytes::Bytes;
-/// use spop::Headers;
+/// use haproxy_spop::Headers;
 /// let block = Headers::encode([("host", "example.com"), ("accept", "*/*")]);
 /// let headers = Headers::decode(block).unwrap();
 /// assert_eq!(headers.len(), 2);

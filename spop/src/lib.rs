@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use spop::{Ack, Frame, FrameBody, Notify, VarScope};
+//! use haproxy_spop::{Ack, Frame, FrameBody, Notify, VarScope};
 //!
 //! // What HAProxy sends (built here; normally read by the codec).
 //! let notify = Notify::builder().message("check").arg("path", "/admin").build().unwrap();
@@ -107,7 +107,7 @@ pub const VERSION: &str = "2.0";
 /// # Examples
 ///
 /// ```
-/// use spop::{negotiate, Capabilities, HaproxyHello, Status};
+/// use haproxy_spop::{negotiate, Capabilities, HaproxyHello, Status};
 /// let hello = HaproxyHello {
 ///     supported_versions: "2.0".into(),
 ///     max_frame_size: 16380,

@@ -10,7 +10,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use spop::Status;
+/// use haproxy_spop::Status;
 /// assert_eq!(Status::TOO_BIG.code(), 3);
 /// assert_eq!(Status::from(10), Status::FRAGMENTATION_NOT_SUPPORTED);
 /// assert_eq!(Status::INVALID_FRAME.description(), "invalid frame received");

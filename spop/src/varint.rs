@@ -8,7 +8,7 @@
 //! Signed values (INT32, INT64) travel as their two's complement in 64 bits.
 //!
 //! ```
-//! use spop::varint;
+//! use haproxy_spop::varint;
 //! let mut buf = Vec::new();
 //! varint::encode(2288, &mut buf);
 //! assert_eq!(buf, [0xf0, 0x80, 0x00]);
@@ -27,9 +27,9 @@ pub const MAX_LEN: usize = 10;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(spop::varint::encoded_len(239), 1);
-/// assert_eq!(spop::varint::encoded_len(240), 2);
-/// assert_eq!(spop::varint::encoded_len(u64::MAX), 10);
+/// assert_eq!(haproxy_spop::varint::encoded_len(239), 1);
+/// assert_eq!(haproxy_spop::varint::encoded_len(240), 2);
+/// assert_eq!(haproxy_spop::varint::encoded_len(u64::MAX), 10);
 /// ```
 pub const fn encoded_len(value: u64) -> usize {
     if value < 240 {
@@ -55,7 +55,7 @@ pub const fn encoded_len(value: u64) -> usize {
 ///
 /// ```
 /// let mut buf = Vec::new();
-/// spop::varint::encode(16380, &mut buf);
+/// haproxy_spop::varint::encode(16380, &mut buf);
 /// assert_eq!(buf, [0xfc, 0xf0, 0x06]);
 /// ```
 pub fn encode(value: u64, buf: &mut impl BufMut) {
@@ -80,7 +80,7 @@ pub fn encode(value: u64, buf: &mut impl BufMut) {
 ///
 /// ```
 /// let mut buf = Vec::new();
-/// spop::varint::encode_signed(-42, &mut buf);
+/// haproxy_spop::varint::encode_signed(-42, &mut buf);
 /// assert_eq!(buf.len(), 10);
 /// ```
 pub fn encode_signed(value: i64, buf: &mut impl BufMut) {
@@ -98,7 +98,7 @@ pub fn encode_signed(value: i64, buf: &mut impl BufMut) {
 /// # Examples
 ///
 /// ```
-/// use spop::{varint, DecodeError};
+/// use haproxy_spop::{varint, DecodeError};
 /// assert_eq!(varint::decode_slice(&[0xef, 0x00]), Ok((239, 1)));
 /// assert!(matches!(varint::decode_slice(&[0xf0]), Err(DecodeError::Truncated { .. })));
 /// ```
@@ -138,7 +138,7 @@ pub fn decode_slice(src: &[u8]) -> Result<(u64, usize), DecodeError> {
 ///
 /// ```
 /// let mut buf: &[u8] = &[0xff, 0x7f, 0x01];
-/// assert_eq!(spop::varint::decode(&mut buf), Ok(2287));
+/// assert_eq!(haproxy_spop::varint::decode(&mut buf), Ok(2287));
 /// assert_eq!(buf, &[0x01]);
 /// ```
 pub fn decode(buf: &mut impl Buf) -> Result<u64, DecodeError> {

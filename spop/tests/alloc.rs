@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
-use spop::{Frame, FrameBody, SpopCodec};
+use haproxy_spop::{Frame, FrameBody, SpopCodec};
 use tokio_util::codec::Decoder;
 
 /// Heap allocations (and reallocations) the current thread makes in `f`,
@@ -20,7 +20,7 @@ fn allocations(f: impl FnOnce()) -> u64 {
 }
 
 fn mirror_frames() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let mut out = Vec::new();
     for v in ["haproxy-2.6.12", "haproxy-3.2.26"] {
         for i in 2..=7 {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
-use spop::{
+use haproxy_spop::{
     varint, ArgError, DecodeError, Error, Flags, Frame, FrameBody, Metadata, Notify, Reassembled,
     Reassembler, SpopCodec, Status, TypedData,
 };
@@ -155,7 +155,7 @@ fn bad_hdrs_bin_block() {
         .unwrap()
         .headers("arg_hdrs")
         .unwrap_err();
-    assert!(matches!(e, ArgError::WrongType { found, .. } if found == spop::DataType::INT64));
+    assert!(matches!(e, ArgError::WrongType { found, .. } if found == haproxy_spop::DataType::INT64));
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn reassembly_errors() {
 }
 
 fn captured() -> Vec<Bytes> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let mut out = Vec::new();
     for v in ["haproxy-2.6.12", "haproxy-3.2.26"] {
         for e in std::fs::read_dir(root.join(v)).unwrap() {

@@ -11,11 +11,11 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use spop::{Frame, SpopCodec};
+use haproxy_spop::{Frame, SpopCodec};
 use tokio_util::codec::Decoder;
 
 fn files() -> Vec<(PathBuf, Bytes)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let mut out = Vec::new();
     for version in ["haproxy-2.6.12", "haproxy-3.2.26"] {
         let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(version))

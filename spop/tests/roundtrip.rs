@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use spop::{
+use haproxy_spop::{
     varint, Ack, AgentHello, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello,
     Headers, Metadata, Notify, SpopCodec, Status, TypedData, TypedRef, VarScope,
 };

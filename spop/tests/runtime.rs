@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use spop::runtime::{Agent, AgentBuilder, Client, ClientError, Handler, Listener, NotifyRequest};
-use spop::{
+use haproxy_spop::runtime::{Agent, AgentBuilder, Client, ClientError, Handler, Listener, NotifyRequest};
+use haproxy_spop::{
     varint, Ack, Action, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello, Metadata,
     Notify, Status, TypedData, VarScope,
 };
@@ -24,7 +24,7 @@ use tokio::time::timeout;
 const T: Duration = Duration::from_secs(5);
 
 fn vectors() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 /// Starts an agent on 127.0.0.1:0; returns it, its address and the serve task.
@@ -172,7 +172,7 @@ async fn handshake_negotiates_size_and_capabilities() {
         client.agent_hello().capabilities,
         Capabilities::FRAGMENTATION
     );
-    assert_eq!(agent.stats().frames_sent(spop::FrameType::AGENT_HELLO), 1);
+    assert_eq!(agent.stats().frames_sent(haproxy_spop::FrameType::AGENT_HELLO), 1);
 }
 
 #[tokio::test]
@@ -282,7 +282,7 @@ async fn pipelined_acks_come_back_out_of_order() {
         v
     };
     assert_eq!(order, [(2, 2), (3, 3), (1, 1)]);
-    assert_eq!(agent.stats().frames_sent(spop::FrameType::ACK), 3);
+    assert_eq!(agent.stats().frames_sent(haproxy_spop::FrameType::ACK), 3);
     assert_eq!(agent.stats().in_flight(), 0);
 }
 
@@ -465,7 +465,7 @@ async fn failing_panicking_and_slow_handlers_get_empty_acks() {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 Ok(Ack::new().set_var(VarScope::TRANSACTION, "late", true))
             }
-            _ => Ok::<_, spop::runtime::BoxError>(Ack::new().set_var(
+            _ => Ok::<_, haproxy_spop::runtime::BoxError>(Ack::new().set_var(
                 VarScope::TRANSACTION,
                 "ok",
                 true,
@@ -604,7 +604,7 @@ async fn in_flight_limit_applies_back_pressure() {
     for _ in 0..6 {
         recv(&mut client).await;
     }
-    assert_eq!(agent.stats().frames_sent(spop::FrameType::ACK), 6);
+    assert_eq!(agent.stats().frames_sent(haproxy_spop::FrameType::ACK), 6);
 }
 
 #[tokio::test]
@@ -613,7 +613,7 @@ async fn unix_socket_and_user_accepted_connections() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("agent.sock");
     let agent = Agent::builder().build(echo);
-    let addr: spop::runtime::ListenAddr = format!("unix:{}", path.display()).parse().unwrap();
+    let addr: haproxy_spop::runtime::ListenAddr = format!("unix:{}", path.display()).parse().unwrap();
     let task = tokio::spawn({
         let agent = agent.clone();
         async move { agent.serve(addr).await }

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use spop::{Flags, Frame, FrameBody, Notify, Reassembled, Reassembler, TypedData};
+use haproxy_spop::{Flags, Frame, FrameBody, Notify, Reassembled, Reassembler, TypedData};
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 const VERSIONS: [&str; 2] = ["haproxy-2.6.12", "haproxy-3.2.26"];

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use futures::{FutureExt, SinkExt, StreamExt};
-use spop::runtime::Client;
-use spop::{Capabilities, Frame, FrameBody, HaproxyHello};
+use haproxy_spop::runtime::Client;
+use haproxy_spop::{Capabilities, Frame, FrameBody, HaproxyHello};
 use tokio::net::TcpStream;
 
 /// Load an SPOP agent the way HAProxy does and measure it.
@@ -51,11 +51,11 @@ struct Args {
 fn default_frame() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/haproxy-3.2.26/typed-01-notify.bin"
+        "/../spop/tests/vectors/haproxy-3.2.26/typed-01-notify.bin"
     ))
 }
 
-fn load_notify(path: &PathBuf, rename: &str) -> Result<spop::Notify, String> {
+fn load_notify(path: &PathBuf, rename: &str) -> Result<haproxy_spop::Notify, String> {
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw = Bytes::from(raw);
     let payload = raw
@@ -68,7 +68,7 @@ fn load_notify(path: &PathBuf, rename: &str) -> Result<spop::Notify, String> {
     if rename.is_empty() {
         return Ok(notify);
     }
-    let mut builder = spop::Notify::builder();
+    let mut builder = haproxy_spop::Notify::builder();
     for msg in notify.messages() {
         builder = builder.message(rename);
         for (name, value) in msg.args() {
@@ -86,7 +86,7 @@ struct ConnResult {
 
 async fn run_connection(
     args: &Args,
-    notify: spop::Notify,
+    notify: haproxy_spop::Notify,
     warmup_end: Instant,
     end: Instant,
 ) -> Result<ConnResult, String> {

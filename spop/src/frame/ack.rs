@@ -102,7 +102,7 @@ impl Action {
 /// # Examples
 ///
 /// ```
-/// use spop::{Ack, VarScope};
+/// use haproxy_spop::{Ack, VarScope};
 /// let ack = Ack::new()
 ///     .set_var(VarScope::TRANSACTION, "ip_score", 10i32)
 ///     .unset_var(VarScope::SESSION, "old");

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes};
 /// # Examples
 ///
 /// ```
-/// use spop::Capabilities;
+/// use haproxy_spop::Capabilities;
 /// let caps = Capabilities::parse(b"pipelining, async");
 /// assert!(caps.contains(Capabilities::PIPELINING));
 /// assert!(!caps.contains(Capabilities::FRAGMENTATION));

@@ -11,7 +11,7 @@ use crate::{DecodeError, Status, TypedData};
 /// # Examples
 ///
 /// ```
-/// use spop::{Disconnect, Status};
+/// use haproxy_spop::{Disconnect, Status};
 /// let d = Disconnect::new(Status::TOO_BIG, "frame is too big");
 /// assert_eq!(d.status, Status::TOO_BIG);
 /// ```

@@ -112,7 +112,7 @@ impl HaproxyHello {
 /// # Examples
 ///
 /// ```
-/// use spop::{AgentHello, Capabilities};
+/// use haproxy_spop::{AgentHello, Capabilities};
 /// let hello = AgentHello::new(16380, Capabilities::PIPELINING);
 /// assert_eq!(&hello.version[..], b"2.0");
 /// ```

@@ -201,7 +201,7 @@ impl fmt::Debug for FrameBody {
 /// # Examples
 ///
 /// ```
-/// use spop::{Ack, Frame, FrameBody, VarScope};
+/// use haproxy_spop::{Ack, Frame, FrameBody, VarScope};
 /// let ack = Frame::ack(7, 1, Ack::new().set_var(VarScope::TRANSACTION, "score", 42i64));
 /// let mut wire = bytes::BytesMut::new();
 /// ack.encode_framed(&mut wire, 16380).unwrap();
@@ -295,7 +295,7 @@ impl Frame {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use spop::{DecodeError, Frame};
+    /// use haproxy_spop::{DecodeError, Frame};
     /// let err = Frame::decode(Bytes::from_static(&[42, 0, 0, 0, 1, 0, 0])).unwrap_err();
     /// assert_eq!(err, DecodeError::UnknownFrameType(42));
     /// ```

@@ -23,7 +23,7 @@ use crate::{varint, DataType, DecodeError, EncodeError, TypedData, TypedRef};
 /// # Examples
 ///
 /// ```
-/// use spop::{Notify, TypedData};
+/// use haproxy_spop::{Notify, TypedData};
 /// let notify = Notify::builder()
 ///     .message("check-ip")
 ///     .arg("ip", TypedData::from(std::net::Ipv4Addr::LOCALHOST))
@@ -526,7 +526,7 @@ impl ExactSizeIterator for ArgsRef<'_> {}
 /// # Examples
 ///
 /// ```
-/// use spop::{Notify, TypedData};
+/// use haproxy_spop::{Notify, TypedData};
 /// let n = Notify::builder()
 ///     .message("a").arg("x", TypedData::from(1i64))
 ///     .message("b")

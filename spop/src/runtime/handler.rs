@@ -74,8 +74,8 @@ impl<E: Into<BoxError>> IntoAck for Result<Ack, E> {
 /// so an async closure is a handler:
 ///
 /// ```
-/// use spop::runtime::{Agent, NotifyRequest};
-/// use spop::{Ack, VarScope};
+/// use haproxy_spop::runtime::{Agent, NotifyRequest};
+/// use haproxy_spop::{Ack, VarScope};
 ///
 /// let agent = Agent::builder().build(|req: NotifyRequest| async move {
 ///     let score = req.message("check").and_then(|m| m.int("score").ok()).unwrap_or(0);

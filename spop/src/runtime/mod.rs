@@ -3,8 +3,8 @@
 //! agent is one [`Handler`].
 //!
 //! ```no_run
-//! use spop::runtime::{Agent, NotifyRequest};
-//! use spop::{Ack, VarScope};
+//! use haproxy_spop::runtime::{Agent, NotifyRequest};
+//! use haproxy_spop::{Ack, VarScope};
 //!
 //! # #[allow(dead_code)]
 //! # async fn run() -> std::io::Result<()> {

@@ -1,9 +1,9 @@
-//! Test support: runs a real HAProxy (2.6 or 3.2) on loopback ports, and a
+//! Test support: runs a real HAProxy (2.6, 3.0, 3.2 or 3.4) on loopback ports, and a
 //! tiny blocking HTTP/1.1 client that sends raw bytes verbatim.
 //!
 //! Include it with `#[path = "support/haproxy.rs"] mod haproxy;`. The binaries
 //! come from `.ci/install-haproxy.sh`, which writes their paths to
-//! `target/haproxy-paths.env`; `SPOP_HAPROXY_26` / `SPOP_HAPROXY_32` override.
+//! `target/haproxy-paths.env`; `SPOP_HAPROXY_26` (`_30`, `_32`, `_34`) override.
 //! A missing HAProxy fails the test (never skips it).
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,13 +14,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Which HAProxy.
+/// Which HAProxy line: the four that Debian ships and users run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
-    /// 2.6 (Debian 12's package): the classic SPOE engine, fragmentation.
+    /// 2.6 (Debian bookworm): the classic SPOE engine, fragmentation, async.
     V26,
-    /// 3.2 (Debian sid's package): SPOE as a multiplexer, pipelining only.
+    /// 3.0 (Debian trixie): the last line with the classic engine.
+    V30,
+    /// 3.2 (Debian sid): SPOE as a multiplexer (3.1+), pipelining only.
     V32,
+    /// 3.4 (Debian experimental): the current LTS line.
+    V34,
+}
+
+impl Version {
+    /// Every line, oldest first.
+    pub const ALL: [Self; 4] = [Self::V26, Self::V30, Self::V32, Self::V34];
+
+    /// `2.6`, `3.0`, ...
+    pub fn line(self) -> &'static str {
+        match self {
+            Self::V26 => "2.6",
+            Self::V30 => "3.0",
+            Self::V32 => "3.2",
+            Self::V34 => "3.4",
+        }
+    }
+
+    /// The pre-3.1 SPOE engine (fragmentation, async, a NOTIFY per stream).
+    pub fn classic_engine(self) -> bool {
+        matches!(self, Self::V26 | Self::V30)
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -28,32 +52,79 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The HAProxy binary for `v`.
+/// The HAProxy binary for `v`: `SPOP_HAPROXY_26` (`_30`, `_32`, `_34`) from
+/// the environment, else from `target/haproxy-paths.env`, which
+/// `.ci/install-haproxy.sh` writes. A line the installer could not get fails
+/// the test with the installer's reason (never a skip).
 pub fn binary(v: Version) -> PathBuf {
-    let key = match v {
-        Version::V26 => "SPOP_HAPROXY_26",
-        Version::V32 => "SPOP_HAPROXY_32",
-    };
-    let from_env = std::env::var_os(key).map(PathBuf::from);
-    let from_file = || {
-        let env =
-            std::fs::read_to_string(workspace_root().join("target/haproxy-paths.env")).ok()?;
-        env.lines()
+    let key = format!("SPOP_HAPROXY_{}", v.line().replace('.', ""));
+    let env_file = std::fs::read_to_string(workspace_root().join("target/haproxy-paths.env"))
+        .unwrap_or_default();
+    let from_file = |key: &str| {
+        env_file
+            .lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(|p| PathBuf::from(p.trim()))
+            .map(|p| p.trim().trim_matches('\'').to_owned())
     };
-    let default = || match v {
-        Version::V26 => PathBuf::from("/usr/sbin/haproxy"),
-        Version::V32 => PathBuf::from(std::env::var("HOME").unwrap_or_default())
-            .join(".cache/haproxy-sid/haproxy"),
+    let path = std::env::var(&key).ok().or_else(|| from_file(&key));
+    let Some(path) = path.map(PathBuf::from) else {
+        match from_file(&format!("{key}_ERROR")) {
+            Some(why) => panic!("HAProxy {} is not installed: {why}", v.line()),
+            None => panic!(
+                "HAProxy {} is not installed: no {key} in the environment or in \
+                 target/haproxy-paths.env; run `bash .ci/install-haproxy.sh` (the README test command does)",
+                v.line()
+            ),
+        }
     };
-    let path = from_env.or_else(from_file).unwrap_or_else(default);
     assert!(
         path.exists(),
-        "HAProxy {v:?} not found at {}: run `bash .ci/install-haproxy.sh` (the README test command does)",
+        "HAProxy {} not found at {}: run `bash .ci/install-haproxy.sh`",
+        v.line(),
         path.display()
     );
     path
+}
+
+/// Defines a module `name` with one test per HAProxy line (`name::V26`,
+/// `name::V30`, `name::V32`, `name::V34`), each calling `body(Version::..)`,
+/// so that a failure names its line. A list picks lines:
+/// `per_version!(name, body, [V26, V34])`. With `async` first the tests are
+/// `#[tokio::test]`s awaiting `body`.
+#[macro_export]
+macro_rules! per_version {
+    ($name:ident, $body:path) => {
+        $crate::per_version!($name, $body, [V26, V30, V32, V34]);
+    };
+    ($name:ident, $body:path, [$($v:ident),+]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                #[allow(non_snake_case)]
+                fn $v() {
+                    $body(Version::$v);
+                }
+            )+
+        }
+    };
+    (async $name:ident, $body:path) => {
+        $crate::per_version!(async $name, $body, [V26, V30, V32, V34]);
+    };
+    (async $name:ident, $body:path, [$($v:ident),+]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[allow(non_snake_case)]
+                async fn $v() {
+                    $body(Version::$v).await;
+                }
+            )+
+        }
+    };
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
