@@ -186,8 +186,8 @@ pub struct Metrics {
     received: AtomicU64,
     accepted: AtomicU64,
     dropped: [AtomicU64; 8],
-    bad: [AtomicU64; 5],
-    bad_logged: [AtomicBool; 5],
+    bad: [AtomicU64; BadMessage::ALL.len()],
+    bad_logged: [AtomicBool; BadMessage::ALL.len()],
     uri_reencoded: AtomicU64,
     queued_bytes: AtomicU64,
     /// Per target, in `--target` order.

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use haproxy_spop::runtime::{Agent, Listener};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use haproxy_spop::runtime::{Agent, Listener};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -87,9 +87,11 @@ pub async fn run(
         version: cfg.arg_ver.clone(),
         headers: cfg.arg_hdrs.clone(),
         body: cfg.arg_body.clone(),
+        body_size: Some(cfg.arg_body_size.clone()).filter(|n| !n.is_empty()),
     };
     let agent = Agent::builder()
         .max_connections(cfg.max_connections)
+        .max_frame_size(cfg.max_frame_size)
         .shutdown_timeout(cfg.drain_timeout)
         .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
     // The SPOP side runs on a thread of its own, so that ACKs never wait

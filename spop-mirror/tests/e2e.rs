@@ -449,6 +449,9 @@ async fn h2c_targets(version: Version) {
     );
     assert_eq!(got[0].body, body);
     assert_eq!(got[0].header_str("x-a").as_deref(), Some("1"));
+    // --host (keep, by default) is honoured: the original Host is the
+    // request's authority.
+    assert_eq!(got[0].authority.as_deref(), Some("shop.test"));
 }
 
 per_version!(async h2c_targets, h2c_targets);

@@ -41,25 +41,38 @@ fn captured_frames_become_requests() {
             let msg = n.message("mirror").unwrap();
             let r = build(&msg, &ArgNames::default()).unwrap();
             let what = format!("{version}/{file}");
-            assert_eq!(r.method.as_str(), method, "{what}");
-            assert_eq!(r.path.as_str(), path, "{what}");
-            assert_eq!(r.body.len(), body_len, "{what}");
-            assert_eq!(r.truncated, truncated, "{what}");
-            assert_eq!(
-                r.host.as_ref().map(|h| h.as_bytes()),
-                Some(&b"127.0.0.1:18080"[..]),
-                "{what}"
-            );
+            assert_eq!(r.method(), method, "{what}");
+            assert_eq!(r.path(), path, "{what}");
+            assert_eq!(r.body_len(), body_len, "{what}");
+            assert_eq!(r.truncated(), truncated, "{what}");
+            assert_eq!(r.host(), Some(&b"127.0.0.1:18080"[..]), "{what}");
             assert!(
-                r.headers.get("content-length").is_none(),
+                r.header("content-length").is_none(),
                 "{what}: length is recomputed"
             );
-            // The body is a view into the frame, not a copy.
-            if body_len > 0 {
-                let start = wire.as_ptr() as usize;
-                let at = r.body.as_ptr() as usize;
-                assert!(at > start && at < start + wire.len(), "{what}: body copied");
-            }
+            // The request is a compact copy: nothing of it points into the
+            // frame (a view would keep the whole frame alive), and its
+            // buffer is exactly what is kept.
+            let (start, end) = (wire.as_ptr() as usize, wire.as_ptr() as usize + wire.len());
+            let buf = r.buffer();
+            let at = buf.as_ptr() as usize;
+            assert!(
+                at + buf.len() <= start || at >= end,
+                "{what}: points into the frame"
+            );
+            let kept: usize = r.method().len()
+                + r.path().len()
+                + r.version().len()
+                + r.host().map_or(0, <[u8]>::len)
+                + r.headers().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+                + r.body_len();
+            assert_eq!(buf.len(), kept, "{what}: buffer is exactly the request");
+            assert!(
+                r.size() < buf.len() + 1024,
+                "{what}: counted size {} for a {}-byte buffer",
+                r.size(),
+                buf.len()
+            );
         }
     }
 }

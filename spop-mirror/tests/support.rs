@@ -31,6 +31,8 @@ pub use haproxy::{free_port, http_request, HaProxy, RawResponse, Version};
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The URI's authority (HTTP/2's `:authority`), if any.
+    pub authority: Option<String>,
     pub version: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
@@ -100,6 +102,7 @@ impl Target {
                                         .path_and_query()
                                         .map(|p| p.as_str().to_owned())
                                         .unwrap_or_default(),
+                                    authority: parts.uri.authority().map(ToString::to_string),
                                     version: format!("{:?}", parts.version),
                                     headers: parts
                                         .headers
