@@ -90,6 +90,16 @@ pub struct Config {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Connections to the metrics endpoint served at once; more are closed
+    /// as they come.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub metrics_max_connections: usize,
+
+    /// Time a metrics client has to send its request's headers; a
+    /// connection silent (or idle) that long is closed.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_header_timeout: Duration,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
