@@ -275,6 +275,90 @@ async fn truncated_body(version: Version) {
 
 per_version!(async truncated_body_is_not_sent_with_a_false_length, truncated_body);
 
+/// A chunked body: `size` bytes of `fill` in 4 KB chunks.
+fn chunked(size: usize, fill: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(4096);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend(std::iter::repeat_n(fill, n));
+        out.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A chunked 100 KB POST under the default 16 KB buffers: HAProxy passes a
+/// cut body and no Content-Length; `req.body_size` (in the example SPOE
+/// file) tells it was cut. Skipped and counted by default, sent with its
+/// true length with --send-truncated; a complete chunked body is mirrored.
+async fn truncated_chunked_body(version: Version) {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let s = setup(version, &[&target], &[], Some(16384)).await;
+    let head = "POST /chunked-big HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n";
+    send(s.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target.wait_for(1).await;
+    for _ in 0..3 {
+        let resp = send(s.www, req(head, &chunked(100_000, b'c'))).await;
+        assert_eq!(resp.status, 200);
+    }
+    // A complete chunked body is not taken for a cut one.
+    let small = "POST /chunked-small HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n";
+    assert_eq!(send(s.www, req(small, &chunked(5, b's'))).await.status, 200);
+    let got = target.wait_for(2).await;
+    let complete = got
+        .iter()
+        .find(|r| r.path == "/chunked-small")
+        .expect("complete chunked body mirrored");
+    assert_eq!(complete.body, b"sssss");
+    assert_eq!(complete.header_str("content-length").as_deref(), Some("5"));
+    assert_eq!(complete.header("transfer-encoding"), None);
+    let dropped = s
+        .mirror
+        .metric("spop_mirror_requests_dropped_total{reason=\"truncated_body\"}")
+        .await;
+    assert!(
+        dropped >= 1.0,
+        "no truncated chunked body counted; log:\n{}",
+        s.haproxy.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        target
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.path != "/chunked-big"),
+        "a cut chunked body was mirrored as complete"
+    );
+
+    let target2 = Target::start(Duration::ZERO, 204).await;
+    let s2 = setup(version, &[&target2], &["--send-truncated"], Some(16384)).await;
+    send(s2.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target2.wait_for(1).await;
+    send(s2.www, req(head, &chunked(100_000, b'c'))).await;
+    let got = target2.wait_for(2).await;
+    let big = got
+        .iter()
+        .find(|r| r.path == "/chunked-big")
+        .expect("truncated body sent");
+    eprintln!(
+        "{version:?}: a chunked 100 000-byte body arrived as {} bytes",
+        big.body.len()
+    );
+    assert!(big.body.len() < 100_000 && !big.body.is_empty());
+    assert!(big.body.iter().all(|&b| b == b'c'));
+    assert_eq!(
+        big.header_str("content-length"),
+        Some(big.body.len().to_string())
+    );
+}
+
+per_version!(async truncated_chunked_body_is_detected, truncated_chunked_body);
+
 async fn filters_sampling_headers_and_several_targets(version: Version) {
     let t1 = Target::start(Duration::ZERO, 200).await;
     let t2 = Target::start(Duration::ZERO, 404).await;
