@@ -14,6 +14,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use support::{free_port, haproxy_config, send, HaProxy, Mirror, Target, Version};
 
 struct Setup {
@@ -539,3 +542,79 @@ async fn h2c_targets(version: Version) {
 }
 
 per_version!(async h2c_targets, h2c_targets);
+
+/// The target vanishes for 0.3 s (listener and connections closed) while
+/// HAProxy sends bursts of 32 requests every 50 ms to a target answering in
+/// 200 ms (so every worker has a request in flight and more are queued when
+/// it goes), then comes back on the same port: mirrored requests reach it
+/// again within 1 s of its return. (Before: the queued requests' failed
+/// connections each doubled the back-off, up to 10 s.)
+async fn target_outage(version: Version) {
+    let seen: Arc<Mutex<Vec<support::Recorded>>> = Arc::default();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let delay = Duration::from_millis(200);
+    let target = Target::start_at(any, delay, 204, Arc::clone(&seen)).await;
+    let s = setup(version, &[&target], &[], None).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let www = s.www;
+    let traffic = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut i = 0u64;
+            // Bounded: 30 s of bursts at most.
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let burst: Vec<_> = (0..32)
+                    .map(|_| {
+                        i += 1;
+                        send(www, req(&format!("GET /o{i} HTTP/1.1\nHost: t\n\n"), b""))
+                    })
+                    .collect();
+                for r in futures::future::join_all(burst).await {
+                    assert_eq!(r.status, 200);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    target.wait_for(200).await;
+    target.vanish();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = Target::start_at(target.addr, delay, 204, Arc::clone(&seen)).await;
+    let back_at = Instant::now();
+    let deadline = back_at + Duration::from_secs(15);
+    let recovery = loop {
+        let first = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.at >= back_at)
+            .map(|r| r.at)
+            .min();
+        if let Some(at) = first {
+            break at - back_at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mirrored request 15 s after the target came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    let label = format!("{}/", back.url());
+    let backoff = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_dropped_total{{target=\"{label}\",reason=\"target_backoff\"}}"
+        ))
+        .await;
+    eprintln!("{version:?}: mirroring resumed {recovery:?} after the target came back ({backoff} requests dropped while it was away)");
+    assert!(backoff >= 1.0, "the outage was not noticed");
+    assert!(
+        recovery < Duration::from_secs(1),
+        "mirroring resumed {recovery:?} after the target came back"
+    );
+}
+
+per_version!(async target_outage_recovers_within_a_second, target_outage);

@@ -36,6 +36,8 @@ pub struct Recorded {
     pub version: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// When the target had read it.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -74,18 +76,45 @@ impl Drop for Target {
 
 impl Target {
     pub async fn start(delay: Duration, status: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(
+            "127.0.0.1:0".parse().unwrap(),
+            delay,
+            status,
+            Arc::default(),
+        )
+        .await
+    }
+
+    /// Stops listening and closes every connection (the target vanishes).
+    pub fn vanish(&self) {
+        self.task.abort();
+    }
+
+    /// A target at `addr` (port 0: any) recording into `seen`. Dropping it
+    /// (or [`Target::vanish`]) closes its listener and its connections.
+    pub async fn start_at(
+        addr: SocketAddr,
+        delay: Duration,
+        status: u16,
+        seen: Arc<Mutex<Vec<Recorded>>>,
+    ) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let task = tokio::spawn({
             let seen = seen.clone();
             async move {
+                // Connections die with the listener's task.
+                let mut conns = tokio::task::JoinSet::new();
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    while conns.try_join_next().is_some() {}
                     let seen = seen.clone();
-                    tokio::spawn(async move {
+                    conns.spawn(async move {
                         let svc = service_fn(move |req: http::Request<Incoming>| {
                             let seen = seen.clone();
                             async move {
@@ -112,6 +141,7 @@ impl Target {
                                         })
                                         .collect(),
                                     body: body.to_vec(),
+                                    at: Instant::now(),
                                 });
                                 tokio::time::sleep(delay).await;
                                 Ok::<_, Infallible>(
