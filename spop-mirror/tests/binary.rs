@@ -412,3 +412,36 @@ async fn the_byte_budget_bounds_resident_memory() {
         BUDGET / 1024
     );
 }
+
+/// `--max-frame-size` is what the agent answers HAProxy (the smaller of
+/// the two is used); by default 1 MiB - 4, so that a 64 KiB `tune.bufsize`
+/// (and larger) carries its bodies whatever the runtime's own default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_frame_size_option_is_what_the_agent_accepts() {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let url = target.url();
+    for (args, proposed, want) in [
+        (&[][..], 2 << 20, 1_048_572),
+        (&[][..], 65_532, 65_532),
+        (&["--max-frame-size", "70000"][..], 2 << 20, 70_000),
+    ] {
+        let mut all = vec!["--target", url.as_str()];
+        all.extend_from_slice(args);
+        let (_p, spop, _metrics) = start(&all);
+        let mut client = Client::connect(
+            ("127.0.0.1", spop),
+            HaproxyHello::new(proposed, Capabilities::PIPELINING),
+        )
+        .await
+        .unwrap();
+        assert_eq!(client.agent_hello().max_frame_size, want, "{args:?}");
+        if want == 65_532 {
+            // A 60 000-byte body in one frame is mirrored whole.
+            client.notify(1, 1, sized(60_000, 0, "/big")).await.unwrap();
+            let f = client.recv().await.unwrap().unwrap();
+            assert!(matches!(f.body, FrameBody::Ack(_)), "{f:?}");
+            let got = target.wait_for(1).await;
+            assert_eq!(got[0].body.len(), 60_000);
+        }
+    }
+}
