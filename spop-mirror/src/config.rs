@@ -9,9 +9,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use haproxy_spop::runtime::ListenAddr;
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
-use haproxy_spop::runtime::ListenAddr;
 
 /// Mirrors HTTP traffic that HAProxy reports over SPOP to shadow servers.
 ///

@@ -1,12 +1,12 @@
 //! Rebuilding the client's request from the `mirror` message.
 
 use bytes::Bytes;
+use haproxy_spop::{ArgError, Message};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
 };
 use http::uri::PathAndQuery;
 use http::Method;
-use haproxy_spop::{ArgError, Message};
 
 /// The argument names of the `mirror` message.
 #[derive(Debug, Clone)]
@@ -132,7 +132,9 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
     let body = match msg.bytes(&names.body) {
         Ok(b) => b,
         Err(ArgError::Missing) => Bytes::new(),
-        Err(ArgError::WrongType { found, .. }) if found == haproxy_spop::DataType::NULL => Bytes::new(),
+        Err(ArgError::WrongType { found, .. }) if found == haproxy_spop::DataType::NULL => {
+            Bytes::new()
+        }
         Err(e) => return Err(BadMessage::from_arg(e)),
     };
 

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use haproxy_spop::runtime::{Agent, Listener};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use haproxy_spop::runtime::{Agent, Listener};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
