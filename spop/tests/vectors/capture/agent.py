@@ -3,11 +3,12 @@
 
 Used by capture.sh to capture frames from a real HAProxy:
 
-    agent.py serve PORT OUTDIR [--frag] [--max-frame-size N] [--caps LIST]
+    agent.py serve PORT OUTDIR [--caps LIST] [--max-frame-size N] [--no-ack]
 
 records every frame HAProxy sends, byte for byte (LENGTH included), to
 OUTDIR/raw-<conn>-<seq>-<type>.bin, answers HAPROXY-HELLO with AGENT-HELLO,
-ACKs every complete NOTIFY with no action, and answers HAPROXY-DISCONNECT.
+ACKs every complete NOTIFY with no action (never, with --no-ack: to see how
+many frames HAProxy keeps in flight), and answers HAPROXY-DISCONNECT.
 Stops on SIGTERM.
 
     agent.py manifest DIR VERSION
@@ -234,8 +235,8 @@ def kv_u32(name, value):
 
 
 class Recorder:
-    def __init__(self, outdir, caps, max_frame):
-        self.outdir, self.caps, self.max_frame = outdir, caps, max_frame
+    def __init__(self, outdir, caps, max_frame, ack=True):
+        self.outdir, self.caps, self.max_frame, self.ack = outdir, caps, max_frame, ack
         self.conn = 0
         self.seq = 0
 
@@ -271,7 +272,7 @@ class Recorder:
                     writer.write(frame_bytes(102, 1, 0, 0, bye))
                     await writer.drain()
                     return
-                elif t in (0, 3) and flags & 1:
+                elif t in (0, 3) and flags & 1 and self.ack:
                     writer.write(frame_bytes(103, 1, sid, fid, b""))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, Short):
@@ -280,8 +281,8 @@ class Recorder:
             writer.close()
 
 
-async def serve(port, outdir, caps, max_frame):
-    rec = Recorder(outdir, caps, max_frame)
+async def serve(port, outdir, caps, max_frame, ack):
+    rec = Recorder(outdir, caps, max_frame, ack)
     server = await asyncio.start_server(rec.serve, "127.0.0.1", port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -293,7 +294,7 @@ async def serve(port, outdir, caps, max_frame):
 
 def main(argv):
     if len(argv) >= 4 and argv[1] == "serve":
-        caps, max_frame = "pipelining", 0
+        caps, max_frame, ack = "pipelining", 0, True
         rest = argv[4:]
         while rest:
             opt = rest.pop(0)
@@ -301,10 +302,12 @@ def main(argv):
                 caps = rest.pop(0)
             elif opt == "--max-frame-size":
                 max_frame = int(rest.pop(0))
+            elif opt == "--no-ack":
+                ack = False
             else:
                 raise SystemExit("unknown option " + opt)
         os.makedirs(argv[3], exist_ok=True)
-        asyncio.run(serve(int(argv[2]), argv[3], caps, max_frame))
+        asyncio.run(serve(int(argv[2]), argv[3], caps, max_frame, ack))
     elif len(argv) == 4 and argv[1] == "manifest":
         manifest(argv[2], argv[3])
     else:
