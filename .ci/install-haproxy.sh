@@ -123,7 +123,11 @@ install_line() {
 mkdir -p "$root/target"
 env_file=$root/target/haproxy-paths.env
 tmp=$env_file.tmp
-: > "$tmp"
+# Keep what an earlier run wrote for the lines not asked for this time.
+keys=""
+for line in "${lines[@]}"; do keys="$keys -e ^SPOP_HAPROXY_${line//./}[=_]"; done
+# shellcheck disable=SC2086
+grep -v $keys "$env_file" > "$tmp" 2>/dev/null || : > "$tmp"
 got=0
 for line in "${lines[@]}"; do
     key=SPOP_HAPROXY_${line//./}

@@ -8,15 +8,20 @@
 #   D. the same frontend with an agent that only ACKs (nbari's spop 0.13).
 # The four set-ups run in turn, ROUNDS times (default 3), and each round's
 # ratios are taken within the round; the median of the rounds is the figure.
-# Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [HAPROXY_BINARY]
+# Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [LINE|HAPROXY_BINARY]
+#   LINE: 2.6, 3.0, 3.2 (default) or 3.4, as installed by .ci/install-haproxy.sh
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
-haproxy=${2:-${SPOP_HAPROXY_32:-$(grep -s '^SPOP_HAPROXY_32=' "$root/target/haproxy-paths.env" | cut -d= -f2)}}
-haproxy=${haproxy:-haproxy}
+haproxy=${2:-3.2}
+if [[ $haproxy =~ ^[0-9]\.[0-9]$ ]]; then
+    key=SPOP_HAPROXY_${haproxy//./}
+    haproxy=$(grep -s "^$key=" "$root/target/haproxy-paths.env" | cut -d= -f2)
+    [ -n "$haproxy" ] || { echo "HAProxy ${2:-3.2} is not installed: bash .ci/install-haproxy.sh" >&2; exit 1; }
+fi
 command -v wrk >/dev/null || { echo "wrk missing: bash .ci/install-haproxy.sh" >&2; exit 1; }
 cargo build --release -q -p spop-mirror --manifest-path "$root/Cargo.toml"
 mirror="$root/target/release/spop-mirror"
