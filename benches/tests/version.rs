@@ -6,6 +6,7 @@ fn every_binary_answers_version() {
     for bin in [
         env!("CARGO_BIN_EXE_spop-bench"),
         env!("CARGO_BIN_EXE_nbari-agent"),
+        env!("CARGO_BIN_EXE_ack-agent"),
     ] {
         let out = std::process::Command::new(bin)
             .arg("--version")
