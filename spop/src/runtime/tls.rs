@@ -13,7 +13,7 @@
 //!
 //! The agent side: [`acceptor`] builds a [`TlsAcceptor`] from PEM files
 //! (optionally requiring a client certificate signed by a given CA), and
-//! [`Listener::tls`](super::Listener::tls) wraps a TCP listener with it. The
+//! [`Listener::bind_tls`](super::Listener::bind_tls) serves a TCP address with it. The
 //! handshake runs in the connection's own task, bounded by the hello
 //! timeout; a failed handshake closes that connection only and is counted
 //! ([`Stats::tls_handshake_failures`](super::Stats::tls_handshake_failures)).
