@@ -25,9 +25,15 @@ fn captured_frames_become_requests() {
         ("mirror-04-notify.bin", "GET", "/v10", 0, false),
         ("mirror-05-notify.bin", "POST", "/chunked", 12, false),
         ("mirror-06-notify.bin", "PUT", "/b12k", 12_000, false),
-        ("mirror-07-notify.bin", "PUT", "/b100k", 15_096, true),
+        // Cut to what fits the buffer: 15 096 to 15 112 bytes by version.
+        ("mirror-07-notify.bin", "PUT", "/b100k", 15_000, true),
     ];
-    for version in ["haproxy-2.6.12", "haproxy-3.2.26"] {
+    for version in [
+        "haproxy-2.6.12",
+        "haproxy-3.0.11",
+        "haproxy-3.2.26",
+        "haproxy-3.4.7",
+    ] {
         for (file, method, path, body_len, truncated) in want {
             let p = format!(
                 "{}/../spop/tests/vectors/{version}/{file}",
@@ -43,9 +49,14 @@ fn captured_frames_become_requests() {
             let what = format!("{version}/{file}");
             assert_eq!(r.method(), method, "{what}");
             assert_eq!(r.path(), path, "{what}");
-            assert_eq!(r.body_len(), body_len, "{what}");
+            if truncated {
+                assert!((body_len..16_384).contains(&r.body_len()), "{what}");
+            } else {
+                assert_eq!(r.body_len(), body_len, "{what}");
+            }
             assert_eq!(r.truncated(), truncated, "{what}");
-            assert_eq!(r.host(), Some(&b"127.0.0.1:18080"[..]), "{what}");
+            let host = r.host().unwrap_or_default();
+            assert!(host.starts_with(b"127.0.0.1:"), "{what}: {host:?}");
             assert!(
                 r.header("content-length").is_none(),
                 "{what}: length is recomputed"
