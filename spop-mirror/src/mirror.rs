@@ -360,12 +360,13 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
             continue;
         }
         if conn.as_ref().is_none_or(Sender::is_closed) {
+            let attempt = inner.epoch.elapsed().as_millis() as u64;
             conn = match connect(&inner, t).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tm.error(e);
                     if e == TargetError::Connect {
-                        target_down(&inner, index);
+                        target_down(&inner, index, attempt);
                     }
                     continue;
                 }
@@ -470,12 +471,15 @@ pub fn probe_interval(outages: u32) -> Duration {
 /// A connection to target `index` failed. The first failure of an outage
 /// marks the target down (requests are then dropped as `target_backoff`)
 /// and starts its one prober; the other failures of the same outage (the
-/// queued requests' connections failing together) change nothing.
-fn target_down(inner: &Arc<Inner>, index: usize) {
+/// queued requests' connections failing together) change nothing, and so
+/// does a failed attempt begun (at `attempt`, ms since `epoch`) before the
+/// target last came back.
+fn target_down(inner: &Arc<Inner>, index: usize, attempt: u64) {
     let t = &inner.targets[index];
-    if t.down.swap(true, Relaxed) {
+    if attempt < t.up_since.load(Relaxed) || t.down.swap(true, Relaxed) {
         return;
     }
+    inner.metrics.targets[index].went_down();
     let now = inner.epoch.elapsed().as_millis() as u64;
     let up_for = now.saturating_sub(t.up_since.load(Relaxed));
     if up_for >= HEALTHY_RESET.as_millis() as u64 {
@@ -501,6 +505,7 @@ async fn probe(inner: Arc<Inner>, index: usize, every: Duration) {
             t.up_since
                 .store(inner.epoch.elapsed().as_millis() as u64, Relaxed);
             t.down.store(false, Relaxed);
+            inner.metrics.targets[index].came_back();
             tracing::info!(target = %t.uri, "target reachable again; mirroring resumes");
             return;
         }

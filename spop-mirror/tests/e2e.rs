@@ -611,6 +611,20 @@ async fn target_outage(version: Version) {
         .await;
     eprintln!("{version:?}: mirroring resumed {recovery:?} after the target came back ({backoff} requests dropped while it was away)");
     assert!(backoff >= 1.0, "the outage was not noticed");
+    // One outage, however many connections failed in it; up again.
+    let outages = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_outages_total{{target=\"{label}\"}}"
+        ))
+        .await;
+    assert_eq!(outages, 1.0);
+    assert_eq!(
+        s.mirror
+            .metric(&format!("spop_mirror_target_up{{target=\"{label}\"}}"))
+            .await,
+        1.0
+    );
     assert!(
         recovery < Duration::from_secs(1),
         "mirroring resumed {recovery:?} after the target came back"
