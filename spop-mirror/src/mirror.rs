@@ -88,7 +88,7 @@ struct Target {
     /// The target's path, put in front of mirrored paths ("" for "/").
     prefix: String,
     authority: HeaderValue,
-    tx: mpsc::Sender<Arc<MirrorRequest>>,
+    tx: mpsc::Sender<Arc<Queued>>,
     /// The target is unreachable: requests are dropped (`target_backoff`)
     /// while one prober tries to connect.
     down: AtomicBool,
@@ -212,7 +212,11 @@ impl Mirror {
             m.count_drop(Reason::TruncatedBody);
             return Submitted::Dropped(Reason::TruncatedBody);
         }
-        let req = Arc::new(req);
+        // The request's memory is counted once, however many targets share
+        // it, until the last of them is done with it.
+        let size = req.size() as u64;
+        let over_budget = m.queued_bytes_now() + size > cfg.max_queued_bytes as u64;
+        let req = (!over_budget).then(|| Queued::new(req, size, m));
         let mut queued = 0;
         for t in &inner.targets {
             let tm = &m.targets[t.index];
@@ -220,14 +224,12 @@ impl Mirror {
                 tm.count_drop(Reason::TargetBackoff);
                 continue;
             }
-            let size = req.size() as u64;
-            if m.queued_bytes_now() + size > cfg.max_queued_bytes as u64 {
+            let Some(req) = &req else {
                 tm.count_drop(Reason::QueueBytes);
                 continue;
-            }
-            match t.tx.try_send(Arc::clone(&req)) {
+            };
+            match t.tx.try_send(Arc::clone(req)) {
                 Ok(()) => {
-                    m.queued_bytes(size as i64);
                     tm.queue(1);
                     queued += 1;
                 }
@@ -314,19 +316,33 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Holds one queued request's accounting until it is sent or dropped.
-struct Ticket<'a> {
-    metrics: &'a Metrics,
-    size: i64,
+/// A request shared by the targets' queues: its bytes count towards
+/// `--max-queued-bytes` from its creation until the last target is done
+/// with it (sent, or dropped).
+struct Queued {
+    req: MirrorRequest,
+    size: u64,
+    metrics: Arc<Metrics>,
 }
 
-impl std::ops::Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.metrics.queued_bytes(-self.size);
+impl Queued {
+    fn new(req: MirrorRequest, size: u64, metrics: &Arc<Metrics>) -> Arc<Self> {
+        metrics.queued_bytes(size as i64);
+        Arc::new(Self {
+            req,
+            size,
+            metrics: Arc::clone(metrics),
+        })
     }
 }
 
-type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<MirrorRequest>>>>;
+impl std::ops::Drop for Queued {
+    fn drop(&mut self) {
+        self.metrics.queued_bytes(-(self.size as i64));
+    }
+}
+
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Queued>>>>;
 
 /// One connection to a target: takes requests off the target's queue and
 /// sends them one after another on a kept-alive connection, reconnecting
@@ -351,10 +367,6 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
         let tm = &m.targets[index];
         let t = &inner.targets[index];
         tm.queue(-1);
-        let _ticket = Ticket {
-            metrics: m,
-            size: req.size() as i64,
-        };
         if t.down.load(Relaxed) {
             tm.count_drop(Reason::TargetBackoff);
             continue;
@@ -376,7 +388,7 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
             continue;
         };
         tm.flight(1);
-        let ok = send(&inner, t, tm, sender, &req).await;
+        let ok = send(&inner, t, tm, sender, &req.req).await;
         tm.flight(-1);
         if !ok {
             conn = None;
@@ -719,6 +731,52 @@ mod tests {
                 assert_eq!(h.headers().len(), count + 2);
             }
         }
+    }
+
+    /// Two targets share one copy: its bytes are counted once, while
+    /// either still holds it, and released when both are done.
+    #[tokio::test]
+    async fn shared_requests_are_counted_once() {
+        // Targets that accept and never answer.
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (u1, u2) = (
+            format!("http://{}", l1.local_addr().unwrap()),
+            format!("http://{}", l2.local_addr().unwrap()),
+        );
+        let c = MirrorConfig::from(
+            &Config::load([
+                "spop-mirror",
+                "--target",
+                &u1,
+                "--target",
+                &u2,
+                "--request-timeout",
+                "300ms",
+            ])
+            .unwrap(),
+        );
+        let metrics = Metrics::new([u1.clone(), u2.clone()]);
+        let (mirror, workers) = Mirror::start(c, Arc::clone(&metrics));
+        let r = request(&[(b"host", b"h")]);
+        let size = r.size() as u64;
+        assert_eq!(mirror.submit(r), Submitted::Queued(2));
+        assert_eq!(metrics.queued_bytes_now(), size);
+        // Both time out (no answer), then nothing is held.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.queued_bytes_now() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "still {} bytes",
+                metrics.queued_bytes_now()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.targets[0].errors(TargetError::Timeout), 1);
+        assert_eq!(metrics.targets[1].errors(TargetError::Timeout), 1);
+        mirror.close();
+        assert!(workers.drain(Duration::from_secs(5)).await);
+        drop((l1, l2));
     }
 
     #[test]
