@@ -127,3 +127,39 @@ fn agent_backends_protect_production() {
         }
     }
 }
+
+/// Every SPOE message of the example SPOE files fires only while an agent of
+/// its `use-backend` is UP (`if { nbsrv(BACKEND) gt 0 }`): HAProxy 2.6 makes
+/// requests wait for a dead agent otherwise (spop-mirror/tests/failover.rs).
+#[test]
+fn spoe_events_need_an_agent_up() {
+    for cfg in example_configs() {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let spoe_files: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("filter spoe "))
+            .filter_map(|l| l.split_once(" config ").map(|(_, f)| f.trim()))
+            .collect();
+        assert!(!spoe_files.is_empty(), "{}: no SPOE filter", cfg.display());
+        for file in spoe_files {
+            let spoe = std::fs::read_to_string(root().join(file)).unwrap();
+            let backend = spoe
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("use-backend "))
+                .unwrap_or_else(|| panic!("{file}: no use-backend"))
+                .trim();
+            let events: Vec<&str> = spoe
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("event "))
+                .collect();
+            assert!(!events.is_empty(), "{file}: no event");
+            for event in events {
+                assert!(
+                    event.ends_with(&format!("if {{ nbsrv({backend}) gt 0 }}")),
+                    "{file}: `{event}` fires with no agent UP"
+                );
+            }
+        }
+    }
+}
