@@ -17,11 +17,13 @@
 # $SPOP_HAPROXY_CACHE (default ~/.cache/spop-haproxy); a line already there is
 # only checked.
 #
-# Writes target/haproxy-paths.env: SPOP_HAPROXY_26=/path/to/haproxy for each
+# Writes target/haproxy-paths.env ($SPOP_HAPROXY_ENV_FILE if set):
+# SPOP_HAPROXY_26=/path/to/haproxy for each
 # line it got, SPOP_HAPROXY_26_ERROR='why' for each it could not get (the
 # tests for that line then fail with that message). Also installs patchelf
 # and wrk (benchmarks) with apt-get when missing. Exits non-zero only when it
-# could not get any line at all.
+# could not get any line at all. $SPOP_DEBIAN_MIRROR overrides the Debian
+# mirror taken from apt's sources.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SPOP_HAPROXY_CACHE:-$HOME/.cache/spop-haproxy}
@@ -42,7 +44,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The Debian mirror apt is configured with (deb822 or one-line sources).
-mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+mirror=${SPOP_DEBIAN_MIRROR:-}
+[ -n "$mirror" ] || mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
     | sed -n -e 's/^URIs: *//p' -e 's/^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*\).*/\2/p' \
     | tr ' ' '\n' | grep -v -e security -e '^$' | head -n 1)
 
@@ -76,8 +79,10 @@ install_line() {
          -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::Cache::Archives=$dir/apt/archives"
          -o "Dir::State::Status=$dir/apt/status" -o Debug::NoLocking=1 -q)
     : > "$dir/apt/status"
-    if ! apt-get "${apt[@]}" update >"$dir/apt-update.log" 2>&1; then
-        echo "cannot read Debian $suite's package lists from $mirror: $(tail -n 2 "$dir/apt-update.log" | tr '\n' ' ')"
+    # apt-get update exits 0 on fetch failures: look for the suite's list.
+    if ! apt-get "${apt[@]}" update >"$dir/apt-update.log" 2>&1 \
+            || ! ls "$dir/apt/lists/"*"_dists_${suite}_"*Packages* >/dev/null 2>&1; then
+        echo "cannot read Debian $suite's package lists from $mirror: $(grep -m 2 -A 1 -e '^Err' -e '^E:' "$dir/apt-update.log" | tr -s ' \n' ' ')"
         return 1
     fi
     # The haproxy of that suite (experimental is never the default candidate).
@@ -121,9 +126,14 @@ install_line() {
 }
 
 mkdir -p "$root/target"
-env_file=$root/target/haproxy-paths.env
+env_file=${SPOP_HAPROXY_ENV_FILE:-$root/target/haproxy-paths.env}
+mkdir -p "$(dirname "$env_file")"
 tmp=$env_file.tmp
-: > "$tmp"
+# Keep what an earlier run wrote for the lines not asked for this time.
+keys=""
+for line in "${lines[@]}"; do keys="$keys -e ^SPOP_HAPROXY_${line//./}[=_]"; done
+# shellcheck disable=SC2086
+grep -v $keys "$env_file" > "$tmp" 2>/dev/null || : > "$tmp"
 got=0
 for line in "${lines[@]}"; do
     key=SPOP_HAPROXY_${line//./}
@@ -138,5 +148,5 @@ for line in "${lines[@]}"; do
     fi
 done
 mv "$tmp" "$env_file"
-say "paths written to target/haproxy-paths.env"
+say "paths written to $env_file"
 [ "$got" -gt 0 ]

@@ -5,18 +5,28 @@
 #   B. the same frontend with the SPOE filter and spop-mirror mirroring every
 #      request to a fast target (a second HAProxy process answering 204);
 #   C. as B with the target down;
-#   D. the same frontend with an agent that only ACKs (nbari's spop 0.13).
-# The four set-ups run in turn, ROUNDS times (default 3), and each round's
+#   D. the same frontend with an agent that only ACKs (nbari's spop 0.13);
+#   E. the same with an agent on this crate that only ACKs (benches' ack-agent):
+#      the SPOE ceiling for any agent on the runtime.
+# The five set-ups run in turn, ROUNDS times (default 3), and each round's
 # ratios are taken within the round; the median of the rounds is the figure.
-# Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [HAPROXY_BINARY]
+# Also printed, from B's rounds: spop-mirror's CPU per mirrored request (its
+# /proc ticks over the requests it mirrored) beside wrk's CPU per request
+# (wrk's rusage, from bash's `times`), and the share of requests mirrored.
+# Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [LINE|HAPROXY_BINARY]
+#   LINE: 2.6, 3.0, 3.2 (default) or 3.4, as installed by .ci/install-haproxy.sh
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
-haproxy=${2:-${SPOP_HAPROXY_32:-$(grep -s '^SPOP_HAPROXY_32=' "$root/target/haproxy-paths.env" | cut -d= -f2)}}
-haproxy=${haproxy:-haproxy}
+haproxy=${2:-3.2}
+if [[ $haproxy =~ ^[0-9]\.[0-9]$ ]]; then
+    key=SPOP_HAPROXY_${haproxy//./}
+    haproxy=$(grep -s "^$key=" "$root/target/haproxy-paths.env" | cut -d= -f2)
+    [ -n "$haproxy" ] || { echo "HAProxy ${2:-3.2} is not installed: bash .ci/install-haproxy.sh" >&2; exit 1; }
+fi
 command -v wrk >/dev/null || { echo "wrk missing: bash .ci/install-haproxy.sh" >&2; exit 1; }
 cargo build --release -q -p spop-mirror --manifest-path "$root/Cargo.toml"
 mirror="$root/target/release/spop-mirror"
@@ -40,6 +50,7 @@ spoe-message mirror
 SPOE
 sed 's/mirroragents/mirroragents_down/' "$dir/spoe.conf" > "$dir/spoe-down.conf"
 sed 's/mirroragents/mirroragents_nbari/' "$dir/spoe.conf" > "$dir/spoe-nbari.conf"
+sed 's/mirroragents/mirroragents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
 cat > "$dir/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -67,6 +78,11 @@ frontend acked_nbari
     option http-buffer-request
     filter spoe engine mirror config $dir/spoe-nbari.conf
     http-request return status 200 content-type text/plain string "ok"
+frontend acked_ours
+    bind 127.0.0.1:18186
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-ack.conf
+    http-request return status 200 content-type text/plain string "ok"
 backend mirroragents
     mode tcp
     server a1 127.0.0.1:18190
@@ -76,6 +92,9 @@ backend mirroragents_down
 backend mirroragents_nbari
     mode tcp
     server a1 127.0.0.1:18194
+backend mirroragents_ack
+    mode tcp
+    server a1 127.0.0.1:18195
 CFG
 hv=$("$haproxy" -v); echo "${hv%%$'\n'*}"
 # The shadow target: a second HAProxy process answering 204 (as a shadow
@@ -98,12 +117,18 @@ threads=${MIRROR_THREADS:-1}
 "$mirror" --threads "$threads" --listen 127.0.0.1:18190 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18192 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
 "$mirror" --threads "$threads" --listen 127.0.0.1:18191 --target http://127.0.0.1:18183 --metrics 127.0.0.1:18193 --log-level warn & pids+=($!)
 # Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
-cargo build --release -q -p spop-benches --bin nbari-agent --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p spop-benches --bin nbari-agent --bin ack-agent --manifest-path "$root/Cargo.toml"
 "$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
+"$root/target/release/ack-agent" 127.0.0.1:18195 & pids+=($!)
 sleep 1
+# CPU seconds used so far by this shell's finished children (wrk, curl):
+# `times` must run in this shell (a command substitution would be a new
+# process with no children yet), so it writes to a file.
+child_cpu() { times > "$dir/times"; awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' "$dir/times"; }
 run() { # name port -> prints one line, appends the rate to $dir/<port>.rps
     local out rps p99 non2xx
     out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
+    echo "$out" | awk '/requests in/ {print $1}' >> "$dir/$2.count"
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
@@ -125,7 +150,7 @@ agent_thread=$(thread "${pids[2]}" spop-agent)
 # thread ("spop-agent": reads NOTIFYs, writes ACKs) and its mirroring thread.
 cpu_b=(0 0 0 0)
 sample() { echo "$(ticks "${pids[0]}") $(ticks "${pids[1]}") $(ticks "$agent_thread") $(($(ticks "${pids[2]}") - $(ticks "$agent_thread")))"; }
-for p in 18181 18184 18185; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+for p in 18181 18184 18185 18186; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
 # Interleaved rounds, so that a change in the machine's load (it is shared)
 # falls on every set-up alike; the ratios are taken within each round.
 rounds=${ROUNDS:-3}
@@ -134,20 +159,32 @@ for r in $(seq "$rounds"); do
     echo "round $r"
     run "A. no filter" 18180
     read -r -a before <<<"$(sample)"
+    m0=$(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
+    child_cpu > "$dir/w0"
     run "B. spop-mirror, mirroring all" 18181
+    child_cpu > "$dir/w1"
+    w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
+    sleep 0.2
+    m1=$(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
     read -r -a after <<<"$(sample)"
     for i in 0 1 2 3; do cpu_b[i]=$((cpu_b[i] + after[i] - before[i])); done
+    # spop-mirror ticks (SPOP + mirroring threads), wrk seconds, mirrored, wrk requests
+    echo "$((after[2] + after[3] - before[2] - before[3])) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}') $(awk -v a="${m0:-0}" -v b="${m1:-0}" 'BEGIN {print b - a}') $(tail -n 1 "$dir/18181.count")" >> "$dir/b-cpu"
     run "C. spop-mirror, target down" 18184
     run "D. ACK-only agent (nbari spop 0.13)" 18185
+    run "E. ACK-only agent (this crate)" 18186
 done
-paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" | awk '
-    { b[NR] = 100*$2/$1; c[NR] = 100*$3/$1; d[NR] = 100*$4/$1
-      printf "round %d: B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", NR, b[NR], c[NR], d[NR] }
+paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" "$dir/18186.rps" "$dir/b-cpu" | awk -v hz="$hz" '
+    { b[NR] = 100*$2/$1; c[NR] = 100*$3/$1; d[NR] = 100*$4/$1; e[NR] = 100*$5/$1; be[NR] = 100*$2/$5
+      mus[NR] = $6 / hz / ($8 > 0 ? $8 : 1) * 1e6; wus[NR] = $7 / ($9 > 0 ? $9 : 1) * 1e6; share[NR] = 100 * $8 / ($9 > 0 ? $9 : 1)
+      printf "round %d: B keeps %.0f%% of A; C %.0f%%; D %.0f%%; E %.0f%%; B is %.0f%% of the ceiling E; spop-mirror %.1f us CPU per mirrored request vs wrk %.1f us per request (%.2fx); %.1f%% mirrored\n", NR, b[NR], c[NR], d[NR], e[NR], be[NR], mus[NR], wus[NR], mus[NR] / (wus[NR] > 0 ? wus[NR] : 1), share[NR] }
     function median(v, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
         return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
-    END { printf "median of the rounds: B keeps %.0f%% of A; C keeps %.0f%%; D keeps %.0f%%\n", median(b, NR), median(c, NR), median(d, NR) }'
+    END {
+        for (i = 1; i <= NR; i++) r[i] = mus[i] / (wus[i] > 0 ? wus[i] : 1)
+        printf "median of the rounds: B keeps %.0f%% of A; C %.0f%%; D %.0f%%; E %.0f%%; B is %.0f%% of E; spop-mirror %.1f us CPU per mirrored request vs wrk %.1f us (%.2fx); %.1f%% mirrored\n", median(b, NR), median(c, NR), median(d, NR), median(e, NR), median(be, NR), median(mus, NR), median(wus, NR), median(r, NR), median(share, NR) }'
 # Where B's CPU went: seconds of CPU per second of B (2.0 would be both cores).
 awk -v t="$((secs * rounds))" -v hz="$hz" -v h="${cpu_b[0]}" -v g="${cpu_b[1]}" -v a="${cpu_b[2]}" -v m="${cpu_b[3]}" \
     'BEGIN { printf "B CPU (cores busy): HAProxy %.2f, target %.2f, spop-mirror %.2f (SPOP thread %.2f, mirroring thread %.2f)\n", h/hz/t, g/hz/t, (a+m)/hz/t, a/hz/t, m/hz/t }'

@@ -53,6 +53,10 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:12346".into());
+    if addr == "--version" || addr == "-V" {
+        println!("headers {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let agent = Agent::builder().build(|req: NotifyRequest| {
         let ack = handle(&req);
         async move { ack }

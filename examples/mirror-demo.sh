@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, on a fresh machine: installs HAProxy (and wrk), builds
+# The main job, on a fresh machine: installs HAProxy (3.4, the current LTS
+# line, from Debian's packages into a cache; see .ci/install-haproxy.sh), builds
 # spop-mirror, and runs the example set-up of examples/haproxy/mirror.cfg on
 # loopback: HAProxy on 127.0.0.1:8080 in front of "production" (8090), with
 # every request mirrored by spop-mirror (12345) to the "shadow" server (8091).
@@ -9,10 +10,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash .ci/install-haproxy.sh >/dev/null
+command -v curl >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q curl; } >/dev/null
+bash .ci/install-haproxy.sh "${DEMO_HAPROXY_LINE:-3.4}" >/dev/null
 # shellcheck disable=SC1091
 . target/haproxy-paths.env
-haproxy=${HAPROXY:-$SPOP_HAPROXY_26}
+line=${DEMO_HAPROXY_LINE:-3.4}
+key=SPOP_HAPROXY_${line//./}
+err=${key}_ERROR
+haproxy=${HAPROXY:-${!key:-}}
+[ -n "$haproxy" ] || { echo "no HAProxy $line: ${!err:-unknown reason}" >&2; exit 1; }
 cargo build --release -q -p spop-mirror
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -11,6 +11,10 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:12345".into());
+    if addr == "--version" || addr == "-V" {
+        println!("set_var {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let agent = Agent::builder().build(|req: NotifyRequest| async move {
         let score = match req.message("check-client-ip").map(|m| m.ip("ip")) {
             Some(Ok(ip)) if ip.is_loopback() => 100,

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nbari_spop::SpopFrame;
 use haproxy_spop::{Ack, AgentHello, Capabilities, Frame, VarScope};
+use nbari_spop::SpopFrame;
 
 fn spop_ack(n: usize) -> Frame {
     let mut ack = Ack::new();

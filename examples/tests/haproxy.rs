@@ -257,7 +257,10 @@ spoe-message body\n    args b=req.body\n    event on-frontend-http-request\n";
     let seen = seen.lock().unwrap();
     assert!(seen.contains(&Some((100_000, true))), "{seen:?}");
     assert!(
-        agent.stats().frames_received(haproxy_spop::FrameType::UNSET) >= 6,
+        agent
+            .stats()
+            .frames_received(haproxy_spop::FrameType::UNSET)
+            >= 6,
         "{:?}",
         agent.stats()
     );

@@ -9,9 +9,9 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use haproxy_spop::runtime::ListenAddr;
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
-use haproxy_spop::runtime::ListenAddr;
 
 /// Mirrors HTTP traffic that HAProxy reports over SPOP to shadow servers.
 ///
@@ -90,6 +90,16 @@ pub struct Config {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Connections to the metrics endpoint served at once; more are closed
+    /// as they come.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub metrics_max_connections: usize,
+
+    /// Time a metrics client has to send its request's headers; a
+    /// connection silent (or idle) that long is closed.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_header_timeout: Duration,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
@@ -121,6 +131,21 @@ pub struct Config {
     /// Argument carrying the body (`req.body`).
     #[arg(long, default_value = "arg_body", value_name = "NAME")]
     pub arg_body: String,
+
+    /// Argument carrying the body's true size (`req.body_size`), optional:
+    /// when the message has it, a body shorter than it was cut short by
+    /// HAProxy (this is how truncated chunked bodies are seen). Without it,
+    /// only a Content-Length larger than the body marks truncation.
+    #[arg(long, default_value = "arg_body_size", value_name = "NAME")]
+    pub arg_body_size: String,
+
+    /// The largest SPOP frame accepted from HAProxy, in bytes. HAProxy
+    /// proposes its `tune.bufsize` minus 4 and the smaller of the two is
+    /// used; HAProxy 3.1+ drops a message larger than that, so this must
+    /// cover the bodies to mirror. The default covers buffers up to 1 MiB;
+    /// buffers only grow as bytes arrive.
+    #[arg(long, default_value_t = 1_048_572, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(256..))]
+    pub max_frame_size: u32,
 
     /// On SIGTERM/SIGINT, time given to queued and in-flight mirrored requests.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
@@ -207,10 +232,32 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Headers `--add-header` may not set: spop-mirror sets Host (`--host`) and
+/// Content-Length itself, and hop-by-hop headers belong to one connection.
+pub const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = s.split_once(':').ok_or("expected 'Name: value'")?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|e| format!("bad header name: {e}"))?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!(
+            "{name} cannot be added: spop-mirror sets Host (see --host) and \
+             Content-Length itself, and never forwards hop-by-hop headers \
+             (Connection, Keep-Alive, Proxy-Connection, TE, Trailer, \
+             Transfer-Encoding, Upgrade)"
+        ));
+    }
     let value =
         HeaderValue::from_str(value.trim()).map_err(|e| format!("bad header value: {e}"))?;
     Ok((name, value))
@@ -383,6 +430,23 @@ mod tests {
         assert_eq!(c.host, HostRewrite::Target);
         assert_eq!(c.connect_timeout, Duration::from_millis(200));
         assert_eq!(c.message, "mirror");
+        assert_eq!(c.max_frame_size, 1_048_572);
+        assert_eq!(c.arg_body_size, "arg_body_size");
+    }
+
+    #[test]
+    fn reserved_headers_are_refused_with_a_reason() {
+        let Err(ConfigError::Cli(e)) = Config::load([
+            "spop-mirror",
+            "--target",
+            "http://x",
+            "--add-header",
+            "Host: a",
+        ]) else {
+            panic!("accepted")
+        };
+        let text = e.to_string();
+        assert!(text.contains("host cannot be added"), "{text}");
     }
 
     #[test]
@@ -392,6 +456,26 @@ mod tests {
             vec!["--target", "http://x", "--sample", "101"],
             vec!["--target", "http://x", "--add-header", "nocolon"],
             vec!["--target", "ftp://x"],
+            vec!["--target", "http://x", "--add-header", "Host: a"],
+            vec!["--target", "http://x", "--add-header", "content-length: 1"],
+            vec![
+                "--target",
+                "http://x",
+                "--add-header",
+                "Transfer-Encoding: chunked",
+            ],
+            vec!["--target", "http://x", "--add-header", "Connection: close"],
+            vec!["--target", "http://x", "--add-header", "Keep-Alive: 1"],
+            vec!["--target", "http://x", "--add-header", "Upgrade: h2c"],
+            vec!["--target", "http://x", "--add-header", "TE: trailers"],
+            vec!["--target", "http://x", "--add-header", "Trailer: x"],
+            vec![
+                "--target",
+                "http://x",
+                "--add-header",
+                "Proxy-Connection: x",
+            ],
+            vec!["--target", "http://x", "--max-frame-size", "10"],
             vec![],
         ] {
             let args = std::iter::once("spop-mirror").chain(bad.iter().copied());

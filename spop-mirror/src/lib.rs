@@ -2,8 +2,9 @@
 //! shadow servers, without making production traffic wait.
 //!
 //! HAProxy's SPOE filter sends a `mirror` message per request; [`handler`]
-//! turns each into a [`request::MirrorRequest`] (views into the frame, no copy
-//! of the body) and hands it to the [`mirror::Mirror`] engine, then HAProxy
+//! turns each into a [`request::MirrorRequest`] (one compact copy of exactly
+//! what is sent, so that queued requests pin no frame buffers) and hands it
+//! to the [`mirror::Mirror`] engine, then HAProxy
 //! gets its ACK at once. The engine filters, samples and queues the request
 //! for every target, each with its own bounded queue, worker pool and
 //! keep-alive connection pool.

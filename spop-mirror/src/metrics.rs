@@ -94,6 +94,8 @@ pub struct TargetMetrics {
     latency_sum_us: AtomicU64,
     queue_depth: AtomicI64,
     in_flight: AtomicI64,
+    down: AtomicBool,
+    outages: AtomicU64,
 }
 
 impl TargetMetrics {
@@ -107,6 +109,8 @@ impl TargetMetrics {
             latency_sum_us: AtomicU64::new(0),
             queue_depth: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            down: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
         }
     }
 
@@ -178,6 +182,25 @@ impl TargetMetrics {
     pub fn queue_depth(&self) -> i64 {
         self.queue_depth.load(Relaxed)
     }
+
+    pub(crate) fn went_down(&self) {
+        self.outages.fetch_add(1, Relaxed);
+        self.down.store(true, Relaxed);
+    }
+
+    pub(crate) fn came_back(&self) {
+        self.down.store(false, Relaxed);
+    }
+
+    /// Outages so far (a failed connection while the target was up starts one).
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Relaxed)
+    }
+
+    /// Whether the target is taken as reachable.
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Relaxed)
+    }
 }
 
 /// Everything spop-mirror counts.
@@ -186,8 +209,8 @@ pub struct Metrics {
     received: AtomicU64,
     accepted: AtomicU64,
     dropped: [AtomicU64; 8],
-    bad: [AtomicU64; 5],
-    bad_logged: [AtomicBool; 5],
+    bad: [AtomicU64; BadMessage::ALL.len()],
+    bad_logged: [AtomicBool; BadMessage::ALL.len()],
     uri_reencoded: AtomicU64,
     queued_bytes: AtomicU64,
     /// Per target, in `--target` order.
@@ -407,6 +430,34 @@ impl Metrics {
         }
         family(
             &mut o,
+            "spop_mirror_target_up",
+            "gauge",
+            "1 while a target is reachable, 0 while it is probed after a failed connection",
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                o,
+                "spop_mirror_target_up{{target=\"{}\"}} {}",
+                t.label,
+                u8::from(t.is_up())
+            );
+        }
+        family(
+            &mut o,
+            "spop_mirror_target_outages_total",
+            "counter",
+            "times a target became unreachable",
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                o,
+                "spop_mirror_target_outages_total{{target=\"{}\"}} {}",
+                t.label,
+                t.outages()
+            );
+        }
+        family(
+            &mut o,
             "spop_mirror_queue_depth",
             "gauge",
             "requests waiting per target",
@@ -545,6 +596,7 @@ mod tests {
         t.response(204, Duration::from_millis(3));
         t.response(503, Duration::from_secs(20));
         t.error(TargetError::Connect);
+        t.went_down();
         let text = m.render(None);
         for line in [
             "spop_mirror_requests_received_total 2",
@@ -558,6 +610,8 @@ mod tests {
             "spop_mirror_latency_seconds_bucket{target=\"http://t1\",le=\"10\"} 1",
             "spop_mirror_latency_seconds_bucket{target=\"http://t1\",le=\"+Inf\"} 2",
             "spop_mirror_latency_seconds_count{target=\"http://t1\"} 2",
+            "spop_mirror_target_up{target=\"http://t1\"} 0",
+            "spop_mirror_target_outages_total{target=\"http://t1\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

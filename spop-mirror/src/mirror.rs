@@ -2,14 +2,14 @@
 //! pool per target, a pooled keep-alive HTTP client, back-off on connection
 //! errors. [`Mirror::submit`] never blocks and never waits.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::uri::{PathAndQuery, Uri};
-use http::Request;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{mpsc, watch};
@@ -88,10 +88,15 @@ struct Target {
     /// The target's path, put in front of mirrored paths ("" for "/").
     prefix: String,
     authority: HeaderValue,
-    tx: mpsc::Sender<Arc<MirrorRequest>>,
-    /// Milliseconds since `epoch` before which requests are not sent.
-    backoff_until: AtomicU64,
-    failures: AtomicU32,
+    tx: mpsc::Sender<Arc<Queued>>,
+    /// The target is unreachable: requests are dropped (`target_backoff`)
+    /// while one prober tries to connect.
+    down: AtomicBool,
+    /// Outages in a row (reset once the target stays up for
+    /// [`HEALTHY_RESET`]): the probe interval doubles once per outage.
+    outages: AtomicU32,
+    /// Milliseconds since `epoch` when the target last came back.
+    up_since: AtomicU64,
 }
 
 struct Inner {
@@ -143,8 +148,9 @@ impl Mirror {
                 prefix,
                 authority,
                 tx,
-                backoff_until: AtomicU64::new(0),
-                failures: AtomicU32::new(0),
+                down: AtomicBool::new(false),
+                outages: AtomicU32::new(0),
+                up_since: AtomicU64::new(0),
             });
             receivers.push(rx);
         }
@@ -188,7 +194,7 @@ impl Mirror {
         let inner = &*self.inner;
         let m = &inner.metrics;
         let cfg = &inner.cfg;
-        if req.uri_reencoded {
+        if req.uri_reencoded() {
             m.reencoded();
         }
         if !self.selected(&req) {
@@ -202,27 +208,28 @@ impl Mirror {
                 return Submitted::Dropped(Reason::SampledOut);
             }
         }
-        if req.truncated && !cfg.send_truncated {
+        if req.truncated() && !cfg.send_truncated {
             m.count_drop(Reason::TruncatedBody);
             return Submitted::Dropped(Reason::TruncatedBody);
         }
-        let req = Arc::new(req);
-        let now = self.now_ms();
+        // The request's memory is counted once, however many targets share
+        // it, until the last of them is done with it.
+        let size = req.size() as u64;
+        let over_budget = m.queued_bytes_now() + size > cfg.max_queued_bytes as u64;
+        let req = (!over_budget).then(|| Queued::new(req, size, m));
         let mut queued = 0;
         for t in &inner.targets {
             let tm = &m.targets[t.index];
-            if t.backoff_until.load(Relaxed) > now {
+            if t.down.load(Relaxed) {
                 tm.count_drop(Reason::TargetBackoff);
                 continue;
             }
-            let size = req.size as u64;
-            if m.queued_bytes_now() + size > cfg.max_queued_bytes as u64 {
+            let Some(req) = &req else {
                 tm.count_drop(Reason::QueueBytes);
                 continue;
-            }
-            match t.tx.try_send(Arc::clone(&req)) {
+            };
+            match t.tx.try_send(Arc::clone(req)) {
                 Ok(()) => {
-                    m.queued_bytes(size as i64);
                     tm.queue(1);
                     queued += 1;
                 }
@@ -258,10 +265,10 @@ impl Mirror {
 
     fn selected(&self, req: &MirrorRequest) -> bool {
         let cfg = &self.inner.cfg;
-        if !cfg.methods.is_empty() && !cfg.methods.iter().any(|m| m == req.method.as_str()) {
+        if !cfg.methods.is_empty() && !cfg.methods.iter().any(|m| m == req.method()) {
             return false;
         }
-        let path = req.path.as_str();
+        let path = req.path();
         if !cfg.path_prefixes.is_empty()
             && !cfg
                 .path_prefixes
@@ -271,10 +278,6 @@ impl Mirror {
             return false;
         }
         cfg.path_regex.as_ref().is_none_or(|re| re.is_match(path))
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.inner.epoch.elapsed().as_millis() as u64
     }
 
     /// Stops taking requests; the workers send what is queued.
@@ -313,19 +316,33 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Holds one queued request's accounting until it is sent or dropped.
-struct Ticket<'a> {
-    metrics: &'a Metrics,
-    size: i64,
+/// A request shared by the targets' queues: its bytes count towards
+/// `--max-queued-bytes` from its creation until the last target is done
+/// with it (sent, or dropped).
+struct Queued {
+    req: MirrorRequest,
+    size: u64,
+    metrics: Arc<Metrics>,
 }
 
-impl std::ops::Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.metrics.queued_bytes(-self.size);
+impl Queued {
+    fn new(req: MirrorRequest, size: u64, metrics: &Arc<Metrics>) -> Arc<Self> {
+        metrics.queued_bytes(size as i64);
+        Arc::new(Self {
+            req,
+            size,
+            metrics: Arc::clone(metrics),
+        })
     }
 }
 
-type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<MirrorRequest>>>>;
+impl std::ops::Drop for Queued {
+    fn drop(&mut self) {
+        self.metrics.queued_bytes(-(self.size as i64));
+    }
+}
+
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Queued>>>>;
 
 /// One connection to a target: takes requests off the target's queue and
 /// sends them one after another on a kept-alive connection, reconnecting
@@ -350,21 +367,18 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
         let tm = &m.targets[index];
         let t = &inner.targets[index];
         tm.queue(-1);
-        let _ticket = Ticket {
-            metrics: m,
-            size: req.size as i64,
-        };
-        if t.backoff_until.load(Relaxed) > inner.epoch.elapsed().as_millis() as u64 {
+        if t.down.load(Relaxed) {
             tm.count_drop(Reason::TargetBackoff);
             continue;
         }
         if conn.as_ref().is_none_or(Sender::is_closed) {
+            let attempt = inner.epoch.elapsed().as_millis() as u64;
             conn = match connect(&inner, t).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tm.error(e);
                     if e == TargetError::Connect {
-                        backoff(&inner, t);
+                        target_down(&inner, index, attempt);
                     }
                     continue;
                 }
@@ -374,7 +388,7 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
             continue;
         };
         tm.flight(1);
-        let ok = send(&inner, t, tm, sender, &req).await;
+        let ok = send(&inner, t, tm, sender, &req.req).await;
         tm.flight(-1);
         if !ok {
             conn = None;
@@ -451,56 +465,126 @@ async fn connect(inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
     }
 }
 
-/// Back off: 100 ms doubling to 10 s while connections fail.
-fn backoff(inner: &Inner, t: &Target) {
-    let n = t.failures.fetch_add(1, Relaxed).min(7);
-    let wait = (100u64 << n).min(10_000);
-    t.backoff_until
-        .store(inner.epoch.elapsed().as_millis() as u64 + wait, Relaxed);
-    tracing::debug!(target = %t.uri, backoff_ms = wait, "target unreachable; backing off");
+/// The probe interval of a first outage; it doubles once per outage in a
+/// row, up to [`PROBE_MAX`].
+pub const PROBE_FIRST: Duration = Duration::from_millis(100);
+/// The longest probe interval: mirroring resumes at most this long (plus a
+/// connect) after a target comes back.
+pub const PROBE_MAX: Duration = Duration::from_millis(800);
+/// A target up this long starts again from [`PROBE_FIRST`] at its next outage.
+pub const HEALTHY_RESET: Duration = Duration::from_secs(10);
+
+/// The probe interval after `outages` outages in a row (1 for the first).
+pub fn probe_interval(outages: u32) -> Duration {
+    let shift = outages.saturating_sub(1).min(16);
+    PROBE_FIRST.saturating_mul(1u32 << shift).min(PROBE_MAX)
 }
 
+/// A connection to target `index` failed. The first failure of an outage
+/// marks the target down (requests are then dropped as `target_backoff`)
+/// and starts its one prober; the other failures of the same outage (the
+/// queued requests' connections failing together) change nothing, and so
+/// does a failed attempt begun (at `attempt`, ms since `epoch`) before the
+/// target last came back.
+fn target_down(inner: &Arc<Inner>, index: usize, attempt: u64) {
+    let t = &inner.targets[index];
+    if attempt < t.up_since.load(Relaxed) || t.down.swap(true, Relaxed) {
+        return;
+    }
+    inner.metrics.targets[index].went_down();
+    let now = inner.epoch.elapsed().as_millis() as u64;
+    let up_for = now.saturating_sub(t.up_since.load(Relaxed));
+    if up_for >= HEALTHY_RESET.as_millis() as u64 {
+        t.outages.store(0, Relaxed);
+    }
+    let outages = t.outages.fetch_add(1, Relaxed).saturating_add(1);
+    let every = probe_interval(outages);
+    tracing::warn!(target = %t.uri, outages, probe_ms = every.as_millis() as u64, "target unreachable; dropping its requests and probing it");
+    tokio::spawn(probe(Arc::clone(inner), index, every));
+}
+
+/// Tries to connect to a down target every `every`, one attempt at a time,
+/// until it answers (or the engine closes).
+async fn probe(inner: Arc<Inner>, index: usize, every: Duration) {
+    let t = &inner.targets[index];
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if connect(&inner, t).await.is_ok() {
+            t.up_since
+                .store(inner.epoch.elapsed().as_millis() as u64, Relaxed);
+            t.down.store(false, Relaxed);
+            inner.metrics.targets[index].came_back();
+            tracing::info!(target = %t.uri, "target reachable again; mirroring resumes");
+            return;
+        }
+    }
+}
+
+/// The request for one target, in hyper's types (the only conversion from
+/// the request's byte views). `None` if it cannot be expressed (e.g. more
+/// headers than an `http::HeaderMap` holds).
 fn build_request(
     cfg: &MirrorConfig,
-    t: &Target,
+    target: &Uri,
+    prefix: &str,
+    authority: &HeaderValue,
     req: &MirrorRequest,
 ) -> Option<Request<Full<Bytes>>> {
     // "*" (OPTIONS) is never prefixed.
-    let path = if t.prefix.is_empty() || req.path.as_str() == "*" {
-        req.path.clone()
+    let path = if prefix.is_empty() || req.path() == "*" {
+        req.path_bytes()
     } else {
-        PathAndQuery::from_maybe_shared(Bytes::from(format!("{}{}", t.prefix, req.path.as_str())))
-            .ok()?
+        Bytes::from(format!("{prefix}{}", req.path()))
     };
-    // HTTP/1.1 goes out in origin-form; HTTP/2 needs scheme and authority.
+    let path = PathAndQuery::from_maybe_shared(path).ok()?;
+    let host = match &cfg.host {
+        HostRewrite::Keep => req
+            .host_bytes()
+            .and_then(|h| HeaderValue::from_maybe_shared(h).ok()),
+        HostRewrite::Target => Some(authority.clone()),
+        HostRewrite::Fixed(v) => Some(v.clone()),
+    };
+    // HTTP/1.1 goes out in origin-form with a Host header; HTTP/2 carries
+    // the same choice as the URI's authority (`:authority`), falling back
+    // to the target's when the Host is not a valid authority.
     let uri = if cfg.http2 && path.as_str() != "*" {
-        let mut parts = t.uri.clone().into_parts();
+        let authority = host
+            .as_ref()
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| target.authority().cloned());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = authority;
         parts.path_and_query = Some(path);
         Uri::from_parts(parts).ok()?
     } else {
         Uri::from(path)
     };
-    let mut builder = Request::builder().method(req.method.clone()).uri(uri);
-    let headers = builder.headers_mut()?;
-    let host = match &cfg.host {
-        HostRewrite::Keep => req.host.clone(),
-        HostRewrite::Target => Some(t.authority.clone()),
-        HostRewrite::Fixed(v) => Some(v.clone()),
-    };
-    // HTTP/2 carries the authority in the URI; Host would be a duplicate.
+    let mut request = Request::new(Full::new(req.body()));
+    *request.method_mut() = Method::from_bytes(req.method().as_bytes()).ok()?;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
     if let (Some(host), false) = (host, cfg.http2) {
-        headers.insert(HOST, host);
+        headers.try_insert(HOST, host).ok()?;
     }
-    for (name, value) in &req.headers {
-        headers.append(name.clone(), value.clone());
+    for (name, value) in req.header_bytes() {
+        let name = HeaderName::from_bytes(name).ok()?;
+        let value = HeaderValue::from_maybe_shared(value).ok()?;
+        headers.try_append(name, value).ok()?;
     }
     for (name, value) in &cfg.add_headers {
-        headers.append(name.clone(), value.clone());
+        headers.try_append(name.clone(), value.clone()).ok()?;
     }
-    if req.has_body_framing || !req.body.is_empty() {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+    if req.has_body_framing() || req.body_len() > 0 {
+        headers
+            .try_insert(CONTENT_LENGTH, HeaderValue::from(req.body_len()))
+            .ok()?;
     }
-    builder.body(Full::new(req.body.clone())).ok()
+    Some(request)
 }
 
 /// Sends one request and reads its answer to the end; `false` if the
@@ -512,7 +596,7 @@ async fn send(
     sender: &mut Sender,
     req: &MirrorRequest,
 ) -> bool {
-    let Some(request) = build_request(&inner.cfg, t, req) else {
+    let Some(request) = build_request(&inner.cfg, &t.uri, &t.prefix, &t.authority, req) else {
         tm.error(TargetError::Other);
         return true;
     };
@@ -531,7 +615,6 @@ async fn send(
     match outcome {
         Ok(Ok(status)) => {
             tm.response(status, start.elapsed());
-            t.failures.store(0, Relaxed);
             true
         }
         Ok(Err(e)) => {
@@ -543,5 +626,166 @@ async fn send(
             tm.error(TargetError::Timeout);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haproxy_spop::{Headers, Notify};
+
+    fn request(headers: &[(&[u8], &[u8])]) -> MirrorRequest {
+        let n = Notify::builder()
+            .message("mirror")
+            .arg("arg_method", "POST")
+            .arg("arg_path", "/p?q")
+            .arg("arg_ver", "1.1")
+            .arg("arg_hdrs", Headers::encode(headers.iter().copied()))
+            .arg("arg_body", Bytes::from_static(b"hello"))
+            .build()
+            .unwrap();
+        crate::request::build(&n.message("mirror").unwrap(), &Default::default()).unwrap()
+    }
+
+    fn cfg(args: &[&str]) -> MirrorConfig {
+        let mut all = vec!["spop-mirror", "--target", "http://127.0.0.1:9/pre"];
+        all.extend_from_slice(args);
+        MirrorConfig::from(&Config::load(all).unwrap())
+    }
+
+    fn to_http(cfg: &MirrorConfig, req: &MirrorRequest) -> Option<Request<Full<Bytes>>> {
+        let target = &cfg.targets[0];
+        let authority = HeaderValue::from_str(target.authority().unwrap().as_str()).unwrap();
+        build_request(cfg, target, "/pre", &authority, req)
+    }
+
+    #[test]
+    fn http1_request_from_the_views() {
+        let r = request(&[
+            (b"host", b"shop.test"),
+            (b"x", b"1"),
+            (b"x", b"2"),
+            (b"content-length", b"5"),
+        ]);
+        let c = cfg(&["--add-header", "X-Mirror: yes"]);
+        let h = to_http(&c, &r).unwrap();
+        assert_eq!(h.method(), "POST");
+        assert_eq!(h.uri(), "/pre/p?q");
+        assert_eq!(h.headers()["host"], "shop.test");
+        assert_eq!(
+            h.headers().get_all("x").iter().collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert_eq!(h.headers()["x-mirror"], "yes");
+        assert_eq!(h.headers()["content-length"], "5");
+    }
+
+    /// `--http2` honours `--host`: it becomes the URI's authority
+    /// (`:authority`); a Host that is no authority falls back to the target's.
+    #[test]
+    fn http2_authority_follows_host() {
+        let r = request(&[(b"host", b"shop.test:8443")]);
+        for (args, want) in [
+            (&["--http2"][..], "http://shop.test:8443/pre/p?q"),
+            (
+                &["--http2", "--host", "target"][..],
+                "http://127.0.0.1:9/pre/p?q",
+            ),
+            (
+                &["--http2", "--host", "fixed.example"][..],
+                "http://fixed.example/pre/p?q",
+            ),
+            (
+                &["--http2", "--host", "bad host"][..],
+                "http://127.0.0.1:9/pre/p?q",
+            ),
+        ] {
+            let h = to_http(&cfg(args), &r).unwrap();
+            assert_eq!(h.uri().to_string(), want, "{args:?}");
+            assert!(h.headers().get("host").is_none(), "{args:?}");
+        }
+    }
+
+    /// Past what an `http::HeaderMap` holds (24 576), the conversion fails
+    /// instead of panicking: the most headers a request keeps, plus 1 000
+    /// added ones.
+    #[test]
+    fn too_many_headers_fail_without_panic() {
+        let added: Vec<String> = (0..1000).map(|i| format!("x-add{i}: 1")).collect();
+        let mut args = Vec::new();
+        for a in &added {
+            args.extend(["--add-header", a.as_str()]);
+        }
+        for (c, count, fits) in [
+            (cfg(&[]), crate::request::MAX_HEADERS, true),
+            (cfg(&args), crate::request::MAX_HEADERS, false),
+        ] {
+            let names: Vec<String> = (0..count).map(|i| format!("x-h{i}")).collect();
+            let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"h")];
+            headers.extend(names.iter().map(|n| (n.as_bytes(), &b"v"[..])));
+            let r = request(&headers);
+            let h = to_http(&c, &r);
+            assert_eq!(h.is_some(), fits, "{count}");
+            if let Some(h) = h {
+                // Host and Content-Length too.
+                assert_eq!(h.headers().len(), count + 2);
+            }
+        }
+    }
+
+    /// Two targets share one copy: its bytes are counted once, while
+    /// either still holds it, and released when both are done.
+    #[tokio::test]
+    async fn shared_requests_are_counted_once() {
+        // Targets that accept and never answer.
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (u1, u2) = (
+            format!("http://{}", l1.local_addr().unwrap()),
+            format!("http://{}", l2.local_addr().unwrap()),
+        );
+        let c = MirrorConfig::from(
+            &Config::load([
+                "spop-mirror",
+                "--target",
+                &u1,
+                "--target",
+                &u2,
+                "--request-timeout",
+                "300ms",
+            ])
+            .unwrap(),
+        );
+        let metrics = Metrics::new([u1.clone(), u2.clone()]);
+        let (mirror, workers) = Mirror::start(c, Arc::clone(&metrics));
+        let r = request(&[(b"host", b"h")]);
+        let size = r.size() as u64;
+        assert_eq!(mirror.submit(r), Submitted::Queued(2));
+        assert_eq!(metrics.queued_bytes_now(), size);
+        // Both time out (no answer), then nothing is held.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.queued_bytes_now() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "still {} bytes",
+                metrics.queued_bytes_now()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.targets[0].errors(TargetError::Timeout), 1);
+        assert_eq!(metrics.targets[1].errors(TargetError::Timeout), 1);
+        mirror.close();
+        assert!(workers.drain(Duration::from_secs(5)).await);
+        drop((l1, l2));
+    }
+
+    #[test]
+    fn probe_interval_doubles_per_outage_up_to_the_cap() {
+        let got: Vec<u64> = (1..=6)
+            .map(|n| probe_interval(n).as_millis() as u64)
+            .collect();
+        assert_eq!(got, [100, 200, 400, 800, 800, 800]);
+        assert_eq!(probe_interval(0), PROBE_FIRST);
+        assert_eq!(probe_interval(u32::MAX), PROBE_MAX);
     }
 }

@@ -1,12 +1,63 @@
 //! Rebuilding the client's request from the `mirror` message.
+//!
+//! # The rebuilding policy
+//!
+//! Each `mirror` message becomes one [`MirrorRequest`], or is refused with a
+//! [`BadMessage`] kind (counted in `spop_mirror_bad_messages_total{kind}`,
+//! never mirrored). The rules, in the order they apply:
+//!
+//! * **Method**: an HTTP token (RFC 9110 `tchar`s only), else `bad_method`
+//!   (so CR, LF, NUL, spaces are refused).
+//! * **Request target**: origin-form (`/path?query`) or `*`. An absolute URI
+//!   (`http://` or `https://`, any case) loses its scheme and authority: only
+//!   its path and query are kept, so nothing but the configured target is
+//!   ever contacted. Anything else (relative, authority-form, other schemes,
+//!   empty) is `bad_uri`. Control bytes (0x00-0x1f, 0x7f: CR, LF, NUL...)
+//!   are `bad_uri`; spaces, bytes 0x80-0xff, `#` and the other bytes
+//!   `http::Uri` refuses are percent-encoded (counted in
+//!   `spop_mirror_uri_reencoded_total`); every other byte is kept as it came.
+//! * **Header names**: tokens only (`tchar`s), else `bad_headers`: a space,
+//!   a colon, CR, LF, NUL in a name refuses the request.
+//! * **Header values**: any byte but the control bytes (HTAB allowed):
+//!   CR, LF, NUL and other controls are `bad_headers`. obs-text (0x80-0xff)
+//!   is kept and sent as it came (RFC 9110 §5.5 lets a recipient keep it,
+//!   and a mirror should replay what production saw).
+//! * **Content-Length**: every value (and every element of a comma list)
+//!   must be the same decimal number, else `bad_framing`. It is never
+//!   forwarded: the length sent is the length of the body sent.
+//! * **Transfer-Encoding**: only `chunked` alone is accepted (HAProxy passes
+//!   the body de-chunked), else `bad_framing` (a `gzip, chunked` body would
+//!   be replayed with the wrong meaning). It is never forwarded; the body
+//!   goes out with a Content-Length. With Transfer-Encoding, Content-Length
+//!   is ignored for truncation (RFC 9112 §6.3).
+//! * **Truncation**: the body is cut short if a Content-Length (without
+//!   Transfer-Encoding) is larger than the body, or, when the optional
+//!   `req.body_size` argument is configured (`--arg-body-size`) and is an
+//!   integer, if it is larger than the body. Truncated requests are dropped
+//!   (`truncated_body`) unless `--send-truncated`.
+//! * **Hop-by-hop headers** are dropped: Connection, Keep-Alive,
+//!   Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade and every
+//!   header the Connection header names (except Host and Content-Length,
+//!   which have rules of their own). This is one pass over the headers with
+//!   a hash set of the named tokens: linear in their number.
+//! * **Host**: the first one is kept apart (sent according to `--host`), the
+//!   others are dropped.
+//! * **Everything else** is kept, in order, duplicates included, up to
+//!   [`MAX_HEADERS`] (24 000) headers; more is `too_many_headers` (an
+//!   `http::HeaderMap`, which hyper sends from, holds 24 576 at most). The
+//!   send-time conversion never panics either: past that size (with many
+//!   `--add-header`s) it fails and counts a target error `other`.
+//!
+//! The request is copied out of the frame into one allocation of exactly
+//! its size (method, target, version, Host, kept headers, body), so a queued
+//! request holds its own bytes and nothing else: the queue's byte budget is
+//! real memory.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
-};
-use http::uri::PathAndQuery;
-use http::Method;
-use haproxy_spop::{ArgError, Message};
+use haproxy_spop::{ArgError, DataType, Message};
 
 /// The argument names of the `mirror` message.
 #[derive(Debug, Clone)]
@@ -21,6 +72,9 @@ pub struct ArgNames {
     pub headers: String,
     /// `req.body`.
     pub body: String,
+    /// `req.body_size`, optional (`None`: not looked for): when the message
+    /// has it, a body shorter than it is truncated.
+    pub body_size: Option<String>,
 }
 
 impl Default for ArgNames {
@@ -31,6 +85,7 @@ impl Default for ArgNames {
             version: "arg_ver".into(),
             headers: "arg_hdrs".into(),
             body: "arg_body".into(),
+            body_size: Some("arg_body_size".into()),
         }
     }
 }
@@ -42,22 +97,35 @@ pub enum BadMessage {
     MissingArg,
     /// An argument has the wrong type (NULL included).
     WrongType,
-    /// The `req.hdrs_bin` block is malformed.
+    /// The `req.hdrs_bin` block is malformed, or a header name or value is
+    /// not allowed.
     BadHeaders,
     /// The method is not a valid token.
     BadMethod,
-    /// The URL cannot be used (empty, or not a path after normalising).
+    /// The URL cannot be used (empty, not a path, control bytes).
     BadUri,
+    /// Conflicting or invalid Content-Length, or a Transfer-Encoding other
+    /// than `chunked`.
+    BadFraming,
+    /// More than [`MAX_HEADERS`] headers to send.
+    TooManyHeaders,
 }
+
+/// The most headers a rebuilt request sends (besides Host and
+/// Content-Length): an `http::HeaderMap`, which hyper sends from, holds
+/// 24 576 entries at most, and `--add-header`s need room too.
+pub const MAX_HEADERS: usize = 24_000;
 
 impl BadMessage {
     /// Every kind, for metrics.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::MissingArg,
         Self::WrongType,
         Self::BadHeaders,
         Self::BadMethod,
         Self::BadUri,
+        Self::BadFraming,
+        Self::TooManyHeaders,
     ];
 
     /// The kind's label in metrics and logs.
@@ -68,6 +136,8 @@ impl BadMessage {
             Self::BadHeaders => "bad_headers",
             Self::BadMethod => "bad_method",
             Self::BadUri => "bad_uri",
+            Self::BadFraming => "bad_framing",
+            Self::TooManyHeaders => "too_many_headers",
         }
     }
 
@@ -80,45 +150,272 @@ impl BadMessage {
     }
 }
 
-/// A request ready to mirror: shared by every target, cheap to clone (its
-/// strings and body are views into the frame HAProxy sent).
-#[derive(Debug, Clone)]
+/// A byte range of [`MirrorRequest`]'s buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn get(self, buf: &[u8]) -> &[u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// One kept header: the name is `start..mid`, the value `mid..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeaderSpan {
+    start: u32,
+    mid: u32,
+    end: u32,
+}
+
+/// A request ready to mirror, shared by every target.
+///
+/// It owns one compact buffer holding exactly its method, target, version,
+/// Host, kept headers and body, one after another; the accessors are views
+/// into it (nothing of the SPOP frame is kept alive). The headers are
+/// `(name, value)` byte slices in the order they came, ready to be written
+/// out as they are.
+#[derive(Clone)]
 pub struct MirrorRequest {
-    /// The method.
-    pub method: Method,
-    /// Path and query, origin-form.
-    pub path: PathAndQuery,
-    /// The original Host, if any.
-    pub host: Option<HeaderValue>,
-    /// Headers to send, in order, hop-by-hop ones, Host and Content-Length removed.
-    pub headers: HeaderMap,
-    /// The body (possibly empty).
-    pub body: Bytes,
-    /// Whether the request announced a body (a Content-Length, or chunked).
-    pub has_body_framing: bool,
-    /// The original Content-Length was larger than the body HAProxy passed on.
-    pub truncated: bool,
-    /// The URL had bytes `http::Uri` does not take; they were percent-encoded.
-    pub uri_reencoded: bool,
+    buf: Bytes,
+    method: Span,
+    path: Span,
+    version: Span,
+    host: Option<Span>,
+    headers: Vec<HeaderSpan>,
+    body: Span,
+    has_body_framing: bool,
+    truncated: bool,
+    uri_reencoded: bool,
+}
+
+impl MirrorRequest {
+    /// The method (an HTTP token).
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(self.method.get(&self.buf)).unwrap_or_default()
+    }
+
+    /// Path and query in origin-form, or `*` (printable ASCII only).
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(self.path.get(&self.buf)).unwrap_or_default()
+    }
+
+    /// The path as a view into the buffer (for a zero-copy `http::Uri`).
+    pub fn path_bytes(&self) -> Bytes {
+        self.slice(self.path)
+    }
+
     /// The client's HTTP version (`1.0`, `1.1`, `2.0`), for information.
-    pub version: Bytes,
-    /// Bytes held by this request (for the queue's memory bound).
-    pub size: usize,
+    pub fn version(&self) -> &[u8] {
+        self.version.get(&self.buf)
+    }
+
+    /// The original Host, if any.
+    pub fn host(&self) -> Option<&[u8]> {
+        self.host.map(|s| s.get(&self.buf))
+    }
+
+    /// The original Host as a view into the buffer.
+    pub fn host_bytes(&self) -> Option<Bytes> {
+        self.host.map(|s| self.slice(s))
+    }
+
+    /// How many headers are sent (Host, Content-Length and hop-by-hop ones
+    /// left out).
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// The headers sent, in order: names as HAProxy gave them (lower case).
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.headers.iter().map(|h| {
+            (
+                Span {
+                    start: h.start,
+                    end: h.mid,
+                }
+                .get(&self.buf),
+                Span {
+                    start: h.mid,
+                    end: h.end,
+                }
+                .get(&self.buf),
+            )
+        })
+    }
+
+    /// The headers as views into the buffer (for zero-copy header values).
+    pub fn header_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], Bytes)> + '_ {
+        self.headers.iter().map(|h| {
+            (
+                Span {
+                    start: h.start,
+                    end: h.mid,
+                }
+                .get(&self.buf),
+                self.slice(Span {
+                    start: h.mid,
+                    end: h.end,
+                }),
+            )
+        })
+    }
+
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The body (possibly empty), a view into the buffer.
+    pub fn body(&self) -> Bytes {
+        self.slice(self.body)
+    }
+
+    /// The body's length.
+    pub const fn body_len(&self) -> usize {
+        (self.body.end - self.body.start) as usize
+    }
+
+    /// Whether a Content-Length is sent (the request announced a body, with
+    /// a Content-Length or chunked, or has one).
+    pub const fn has_body_framing(&self) -> bool {
+        self.has_body_framing
+    }
+
+    /// The body is shorter than the client's (Content-Length, or
+    /// `req.body_size` when configured).
+    pub const fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The URL had bytes `http::Uri` does not take; they were percent-encoded.
+    pub const fn uri_reencoded(&self) -> bool {
+        self.uri_reencoded
+    }
+
+    /// Bytes of memory this request holds: its buffer, its header index and
+    /// itself (what the queue's byte budget counts).
+    pub fn size(&self) -> usize {
+        self.buf.len()
+            + self.headers.capacity() * std::mem::size_of::<HeaderSpan>()
+            + std::mem::size_of::<Self>()
+    }
+
+    /// The buffer the request lives in (every view points into it).
+    pub const fn buffer(&self) -> &Bytes {
+        &self.buf
+    }
+
+    fn slice(&self, s: Span) -> Bytes {
+        self.buf
+            .slice(s.start as usize..(s.end as usize).min(self.buf.len()))
+    }
+}
+
+impl std::fmt::Debug for MirrorRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header names only and the body's length: values may hold credentials.
+        f.debug_struct("MirrorRequest")
+            .field("method", &self.method())
+            .field("path", &self.path())
+            .field(
+                "headers",
+                &self
+                    .headers()
+                    .map(|(n, _)| String::from_utf8_lossy(n))
+                    .collect::<Vec<_>>(),
+            )
+            .field("body_len", &self.body_len())
+            .field("has_body_framing", &self.has_body_framing)
+            .field("truncated", &self.truncated)
+            .field("uri_reencoded", &self.uri_reencoded)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The hop-by-hop headers never forwarded (RFC 9110 §7.6.1), besides those
 /// the Connection header names.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
 ];
 
-/// Rebuilds the request carried by `msg`.
+/// RFC 9110 `tchar`.
+const fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// A field value's bytes: anything but controls (HTAB allowed).
+fn is_value(s: &[u8]) -> bool {
+    s.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(a), Some(b)) => s.get(a..=b).unwrap_or_default(),
+        _ => &[],
+    }
+}
+
+fn lower(name: &[u8]) -> Cow<'_, [u8]> {
+    if name.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// Parses a Content-Length value (a number, or a list of equal numbers).
+fn content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), BadMessage> {
+    for part in value.split(|&b| b == b',') {
+        let part = trim_ows(part);
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(BadMessage::BadFraming);
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        match seen {
+            Some(prev) if *prev != n => return Err(BadMessage::BadFraming),
+            _ => *seen = Some(n),
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the request carried by `msg` (see the module's policy).
 ///
 /// # Errors
 ///
@@ -132,131 +429,186 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
     let body = match msg.bytes(&names.body) {
         Ok(b) => b,
         Err(ArgError::Missing) => Bytes::new(),
-        Err(ArgError::WrongType { found, .. }) if found == haproxy_spop::DataType::NULL => Bytes::new(),
+        Err(ArgError::WrongType { found, .. }) if found == DataType::NULL => Bytes::new(),
         Err(e) => return Err(BadMessage::from_arg(e)),
     };
+    // The body's true size, when configured and given as an integer.
+    let body_size = names
+        .body_size
+        .as_deref()
+        .and_then(|n| msg.int(n).ok())
+        .and_then(|n| u64::try_from(n).ok());
 
-    let method = Method::from_bytes(&method).map_err(|_| BadMessage::BadMethod)?;
-    let (path, uri_reencoded) = origin_form(url)?;
+    if !is_token(&method) {
+        return Err(BadMessage::BadMethod);
+    }
+    let (path, uri_reencoded) = origin_form(&url)?;
+    let version: &[u8] = if version.len() <= 16 && is_value(&version) {
+        &version
+    } else {
+        b""
+    };
 
-    // The headers the Connection header names are hop-by-hop too.
-    let mut named_by_connection: Vec<Bytes> = Vec::new();
+    // First pass: the Connection tokens (a set: linear in all).
+    let mut named_by_connection: HashSet<Vec<u8>> = HashSet::new();
     for (name, value) in headers.iter() {
         if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
+                let token = trim_ows(token);
                 if !token.is_empty() {
-                    named_by_connection.push(Bytes::copy_from_slice(token));
+                    named_by_connection.insert(token.to_ascii_lowercase());
                 }
             }
         }
     }
-    let mut out = HeaderMap::with_capacity(headers.len());
-    let mut host = None;
-    let mut content_length: Option<u64> = None;
+    // Second pass: validate, classify, measure.
+    let mut kept: Vec<(Bytes, Bytes)> = Vec::new();
+    let mut host: Option<Bytes> = None;
+    let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut size = method.len() + path.len() + version.len() + body.len();
     for (name, value) in headers.iter() {
-        let Ok(header) = HeaderName::from_bytes(&name) else {
+        if !is_token(&name) {
             return Err(BadMessage::BadHeaders);
-        };
-        if header == CONTENT_LENGTH {
-            content_length = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
+        }
+        if !is_value(&value) {
+            return Err(BadMessage::BadHeaders);
+        }
+        let lname = lower(&name);
+        let lname: &[u8] = &lname;
+        if lname == b"content-length" {
+            content_length(&value, &mut length)?;
             continue;
         }
-        if header == TRANSFER_ENCODING {
-            chunked |= value
-                .to_ascii_lowercase()
-                .windows(7)
-                .any(|w| w == b"chunked");
-        }
-        if HOP_BY_HOP.contains(&header.as_str())
-            || header == CONNECTION
-            || named_by_connection
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(header.as_str().as_bytes()))
-        {
+        if lname == b"transfer-encoding" {
+            if !trim_ows(&value).eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(BadMessage::BadFraming);
+            }
+            chunked = true;
             continue;
         }
-        let Ok(value) = HeaderValue::from_maybe_shared(value) else {
-            return Err(BadMessage::BadHeaders);
-        };
-        if header == HOST {
+        if lname == b"host" {
             if host.is_none() {
+                size += value.len();
                 host = Some(value);
             }
             continue;
         }
-        out.append(header, value);
+        if HOP_BY_HOP.contains(&lname) || named_by_connection.contains(lname) {
+            continue;
+        }
+        if kept.len() == MAX_HEADERS {
+            return Err(BadMessage::TooManyHeaders);
+        }
+        size += name.len() + value.len();
+        kept.push((name, value));
     }
-    let truncated = content_length.is_some_and(|cl| cl > body.len() as u64);
-    let size = body.len() + headers.as_bytes().len() + url_len(&path);
+    if u32::try_from(size).is_err() {
+        return Err(BadMessage::BadHeaders);
+    }
+    let truncated = (!chunked && length.is_some_and(|cl| cl > body.len() as u64))
+        || body_size.is_some_and(|s| s > body.len() as u64);
+
+    // The compact copy: exactly `size` bytes.
+    let mut buf: Vec<u8> = Vec::with_capacity(size);
+    let put = |buf: &mut Vec<u8>, bytes: &[u8]| {
+        let start = buf.len() as u32;
+        buf.extend_from_slice(bytes);
+        Span {
+            start,
+            end: buf.len() as u32,
+        }
+    };
+    let method = put(&mut buf, &method);
+    let path = put(&mut buf, &path);
+    let version = put(&mut buf, version);
+    let host = host.map(|h| put(&mut buf, &h));
+    let mut spans = Vec::with_capacity(kept.len());
+    for (name, value) in &kept {
+        let n = put(&mut buf, name);
+        let v = put(&mut buf, value);
+        spans.push(HeaderSpan {
+            start: n.start,
+            mid: n.end,
+            end: v.end,
+        });
+    }
+    drop(kept);
+    let body_span = put(&mut buf, &body);
     Ok(MirrorRequest {
+        buf: Bytes::from(buf),
         method,
         path,
+        version,
         host,
-        headers: out,
-        has_body_framing: content_length.is_some() || chunked || !body.is_empty(),
-        body,
+        headers: spans,
+        body: body_span,
+        has_body_framing: length.is_some() || chunked || !body.is_empty(),
         truncated,
         uri_reencoded,
-        version,
-        size,
     })
 }
 
-fn url_len(p: &PathAndQuery) -> usize {
-    p.as_str().len()
+/// Bytes kept as they are in a path: what `http::uri::PathAndQuery` takes,
+/// but `#` (it would end the path there).
+fn path_byte_ok(b: u8) -> bool {
+    b.is_ascii_graphic()
+        && !matches!(
+            b,
+            b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
+        )
 }
 
 /// Turns the request target into origin-form (`/path?query`): an absolute URI
-/// loses its scheme and authority; bytes `http::Uri` refuses are
-/// percent-encoded (and reported), every other byte is kept as it came.
-fn origin_form(url: Bytes) -> Result<(PathAndQuery, bool), BadMessage> {
-    let lower_starts = |p: &[u8]| {
-        url.len() >= p.len()
-            && url
-                .get(..p.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+/// loses its scheme and authority; control bytes are refused; bytes
+/// `http::Uri` refuses are percent-encoded (and reported), every other byte
+/// is kept as it came.
+fn origin_form(url: &[u8]) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
+    let starts = |p: &[u8]| {
+        url.get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
     };
-    let url = if lower_starts(b"http://") || lower_starts(b"https://") {
+    let url: Cow<'_, [u8]> = if starts(b"http://") || starts(b"https://") {
         let after_scheme = url.iter().position(|&b| b == b':').map_or(0, |i| i + 3);
-        let rest = url.slice(after_scheme.min(url.len())..);
+        let rest = url.get(after_scheme..).unwrap_or_default();
         match rest.iter().position(|&b| b == b'/' || b == b'?') {
-            Some(i) if rest.get(i) == Some(&b'/') => rest.slice(i..),
+            Some(i) if rest.get(i) == Some(&b'/') => {
+                Cow::Borrowed(rest.get(i..).unwrap_or_default())
+            }
             Some(i) => {
                 let mut v = b"/".to_vec();
                 v.extend_from_slice(rest.get(i..).unwrap_or_default());
-                Bytes::from(v)
+                Cow::Owned(v)
             }
-            None => Bytes::from_static(b"/"),
+            None => Cow::Borrowed(b"/"),
         }
     } else {
-        url
+        Cow::Borrowed(url)
     };
     if url.first() != Some(&b'/') && url.as_ref() != b"*" {
         return Err(BadMessage::BadUri);
     }
-    if let Ok(p) = PathAndQuery::from_maybe_shared(url.clone()) {
-        return Ok((p, false));
+    if url.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(BadMessage::BadUri);
     }
-    let mut encoded = String::with_capacity(url.len() * 3);
+    if url.iter().all(|&b| path_byte_ok(b))
+        && http::uri::PathAndQuery::try_from(url.as_ref()).is_ok()
+    {
+        return Ok((url, false));
+    }
+    let mut encoded = Vec::with_capacity(url.len() * 3);
     for &b in url.iter() {
-        if b.is_ascii_graphic()
-            && !matches!(
-                b,
-                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
-            )
-        {
-            encoded.push(char::from(b));
+        if path_byte_ok(b) {
+            encoded.push(b);
         } else {
-            encoded.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            encoded.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         }
     }
-    PathAndQuery::from_maybe_shared(Bytes::from(encoded))
-        .map(|p| (p, true))
-        .map_err(|_| BadMessage::BadUri)
+    if http::uri::PathAndQuery::try_from(encoded.as_slice()).is_err() {
+        return Err(BadMessage::BadUri);
+    }
+    Ok((Cow::Owned(encoded), true))
 }
 
 #[cfg(test)]
@@ -264,8 +616,8 @@ mod tests {
     use super::*;
 
     fn pq(s: &'static [u8]) -> (String, bool) {
-        let (p, re) = origin_form(Bytes::from_static(s)).unwrap();
-        (p.as_str().to_owned(), re)
+        let (p, re) = origin_form(s).unwrap();
+        (String::from_utf8(p.into_owned()).unwrap(), re)
     }
 
     #[test]
@@ -281,7 +633,9 @@ mod tests {
         assert_eq!(pq(b"HTTPS://example.com"), ("/".into(), false));
         assert_eq!(pq(b"http://example.com?x=1"), ("/?x=1".into(), false));
         assert_eq!(pq(b"/a b\xff"), ("/a%20b%FF".into(), true));
-        assert!(origin_form(Bytes::from_static(b"relative")).is_err());
-        assert!(origin_form(Bytes::new()).is_err());
+        assert_eq!(pq(b"/a#frag"), ("/a%23frag".into(), true));
+        assert!(origin_form(b"relative").is_err());
+        assert!(origin_form(b"").is_err());
+        assert!(origin_form(b"/a\r\nb").is_err());
     }
 }

@@ -5,32 +5,73 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use haproxy_spop::runtime::{Agent, Listener};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use haproxy_spop::runtime::{Agent, Listener};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mirror::{Mirror, MirrorConfig};
 use crate::request::ArgNames;
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
+/// Limits of the metrics endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsLimits {
+    /// Connections served at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (an idle or silent
+    /// connection is closed after it).
+    pub header_timeout: Duration,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped: at most
+/// `limits.max_connections` connections at once (more are closed as they
+/// come), each given `limits.header_timeout` for its request's headers;
+/// accept errors (e.g. out of file descriptors) are logged and retried
+/// after a pause, never in a busy loop.
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     agent: Arc<haproxy_spop::runtime::Stats>,
+    limits: MetricsLimits,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics: accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(
+                limit = limits.max_connections,
+                "metrics: too many connections; closing a new one"
+            );
+            drop(stream);
             continue;
         };
         let metrics = Arc::clone(&metrics);
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: http::Request<Incoming>| {
                 let body = if req.uri().path() == "/metrics" {
                     Some(metrics.render(Some(&agent)))
@@ -50,6 +91,8 @@ pub async fn serve_metrics(
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -87,9 +130,11 @@ pub async fn run(
         version: cfg.arg_ver.clone(),
         headers: cfg.arg_hdrs.clone(),
         body: cfg.arg_body.clone(),
+        body_size: Some(cfg.arg_body_size.clone()).filter(|n| !n.is_empty()),
     };
     let agent = Agent::builder()
         .max_connections(cfg.max_connections)
+        .max_frame_size(cfg.max_frame_size)
         .shutdown_timeout(cfg.drain_timeout)
         .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
     // The SPOP side runs on a thread of its own, so that ACKs never wait
@@ -139,6 +184,10 @@ pub async fn run(
                 l,
                 Arc::clone(&metrics),
                 Arc::clone(agent.stats()),
+                MetricsLimits {
+                    max_connections: cfg.metrics_max_connections,
+                    header_timeout: cfg.metrics_header_timeout,
+                },
             )))
         }
         None => None,

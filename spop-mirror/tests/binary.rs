@@ -226,7 +226,7 @@ async fn memory_stays_bounded_with_a_stuck_target() {
         "dropped {dropped}"
     );
     assert!(depth <= 1000.0);
-    // 1 000 queued requests of ~12 KB each pin at most their frames' buffers.
+    // 1 000 queued requests of ~12 KB each, copied out of their frames.
     assert!(
         after < before + 100 * 1024,
         "RSS grew from {before} to {after} KiB"
@@ -281,4 +281,167 @@ async fn sigterm_drains_the_queue_and_exits_zero() {
     assert_eq!(target.count(), 10, "queued requests were not all sent");
     // No new connection is accepted.
     assert!(std::net::TcpStream::connect(("127.0.0.1", spop)).is_err());
+}
+
+/// A `mirror` message with a body of `body` bytes and a few headers.
+fn sized(body: usize, i: usize, path: &str) -> Notify {
+    let headers = Headers::encode([
+        ("host", "shop.test".to_owned()),
+        ("user-agent", "load/1.0".to_owned()),
+        ("x-request-id", format!("r{i}")),
+        ("content-length", body.to_string()),
+    ]);
+    Notify::builder()
+        .message("mirror")
+        .arg("arg_method", "POST")
+        .arg("arg_path", format!("{path}/{i}?size={body}"))
+        .arg("arg_ver", "1.1")
+        .arg("arg_hdrs", headers)
+        .arg("arg_body", Bytes::from(vec![b'b'; body]))
+        .build()
+        .unwrap()
+}
+
+/// 100 000 requests of mixed sizes (mostly small, one in eight of 48 KB,
+/// pipelined on one connection as HAProxy does) towards a stuck target,
+/// with a 16 MiB byte budget and room in the queue for all: the budget is
+/// what stops them, and resident memory stays within the budget plus a
+/// fixed 24 MiB. The large ones are filtered out (`--path-prefix`), as
+/// sampling or filters do: requests that were views into the frames they
+/// came in kept those frames' read buffers, large neighbours included,
+/// alive, far past the budget.
+///
+/// The 24 MiB: the SPOP connection's read and write buffers (frames up to
+/// 64 KiB here, buffers grow to a few of them), the queue's own blocks (an
+/// `Arc` per queued request, tokio's channel blocks), `Arc` headers and
+/// allocator rounding of each queued request (not counted by the budget),
+/// and what glibc's malloc keeps in its arenas after ~600 MB of frames went
+/// through it. With requests that were views into their frames the same
+/// flood held every frame (or read buffer) of every queued request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_budget_bounds_resident_memory() {
+    const BUDGET: u64 = 16 << 20;
+    const OVERHEAD_KIB: u64 = 24 * 1024;
+    let target = Target::start(Duration::from_secs(60), 200).await;
+    let (p, spop, metrics) = start(&[
+        "--target",
+        &target.url(),
+        "--queue-size",
+        "200000",
+        "--max-concurrency",
+        "4",
+        "--max-queued-bytes",
+        &BUDGET.to_string(),
+        "--path-prefix",
+        "/keep",
+    ]);
+    let pid = p.0.id();
+    // Mostly small, some large: small requests used to pin the frames (and
+    // read buffers) they came in.
+    let sizes = [0usize, 200, 200, 1_000, 200, 4_000, 200, 48_000];
+    let templates: Vec<Notify> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| sized(s, i, if s > 10_000 { "/skip" } else { "/keep" }))
+        .collect();
+    let mut client = Client::connect(
+        ("127.0.0.1", spop),
+        HaproxyHello::new(65_532, Capabilities::PIPELINING),
+    )
+    .await
+    .unwrap();
+    // Warm up (the runtime's buffers, the allocator), then measure.
+    let mut id = 0u64;
+    for t in &templates {
+        id += 1;
+        client.notify(id, 1, t.clone()).await.unwrap();
+        client.recv().await.unwrap().unwrap();
+    }
+    let before = rss_kib(pid);
+    let total = 100_000u64;
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let started = Instant::now();
+    while acked < total {
+        while sent < total && sent - acked < 64 {
+            sent += 1;
+            let t = &templates[(sent as usize) % templates.len()];
+            client
+                .feed(Frame::notify(id + sent, 1, t.clone()))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(matches!(f.body, FrameBody::Ack(_)));
+        acked += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "flood took too long"
+        );
+    }
+    let after = rss_kib(pid);
+    let queued = scrape(metrics, "spop_mirror_queued_bytes").await;
+    let over_budget = scrape(
+        metrics,
+        &format!(
+            "spop_mirror_target_dropped_total{{target=\"{}/\",reason=\"queue_bytes\"}}",
+            target.url()
+        ),
+    )
+    .await;
+    let depth = scrape(
+        metrics,
+        &format!("spop_mirror_queue_depth{{target=\"{}/\"}}", target.url()),
+    )
+    .await;
+    eprintln!(
+        "RSS before {before} KiB, after {after} KiB (+{} KiB); budget {} KiB, queued {queued} bytes in {depth} requests; {over_budget} dropped over budget; {:?}",
+        after.saturating_sub(before),
+        BUDGET / 1024,
+        started.elapsed()
+    );
+    assert!(over_budget > 0.0, "the budget was never reached");
+    assert!(queued <= BUDGET as f64);
+    assert!(
+        after <= before + BUDGET / 1024 + OVERHEAD_KIB,
+        "RSS grew from {before} to {after} KiB: more than the {} KiB budget plus {OVERHEAD_KIB} KiB",
+        BUDGET / 1024
+    );
+}
+
+/// `--max-frame-size` is what the agent answers HAProxy (the smaller of
+/// the two is used); by default 1 MiB - 4, so that a 64 KiB `tune.bufsize`
+/// (and larger) carries its bodies whatever the runtime's own default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_frame_size_option_is_what_the_agent_accepts() {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let url = target.url();
+    for (args, proposed, want) in [
+        (&[][..], 2 << 20, 1_048_572),
+        (&[][..], 65_532, 65_532),
+        (&["--max-frame-size", "70000"][..], 2 << 20, 70_000),
+    ] {
+        let mut all = vec!["--target", url.as_str()];
+        all.extend_from_slice(args);
+        let (_p, spop, _metrics) = start(&all);
+        let mut client = Client::connect(
+            ("127.0.0.1", spop),
+            HaproxyHello::new(proposed, Capabilities::PIPELINING),
+        )
+        .await
+        .unwrap();
+        assert_eq!(client.agent_hello().max_frame_size, want, "{args:?}");
+        if want == 65_532 {
+            // A 60 000-byte body in one frame is mirrored whole.
+            client.notify(1, 1, sized(60_000, 0, "/big")).await.unwrap();
+            let f = client.recv().await.unwrap().unwrap();
+            assert!(matches!(f.body, FrameBody::Ack(_)), "{f:?}");
+            let got = target.wait_for(1).await;
+            assert_eq!(got[0].body.len(), 60_000);
+        }
+    }
 }

@@ -14,6 +14,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use support::{free_port, haproxy_config, send, HaProxy, Mirror, Target, Version};
 
 struct Setup {
@@ -275,6 +278,90 @@ async fn truncated_body(version: Version) {
 
 per_version!(async truncated_body_is_not_sent_with_a_false_length, truncated_body);
 
+/// A chunked body: `size` bytes of `fill` in 4 KB chunks.
+fn chunked(size: usize, fill: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(4096);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend(std::iter::repeat_n(fill, n));
+        out.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A chunked 100 KB POST under the default 16 KB buffers: HAProxy passes a
+/// cut body and no Content-Length; `req.body_size` (in the example SPOE
+/// file) tells it was cut. Skipped and counted by default, sent with its
+/// true length with --send-truncated; a complete chunked body is mirrored.
+async fn truncated_chunked_body(version: Version) {
+    let target = Target::start(Duration::ZERO, 204).await;
+    let s = setup(version, &[&target], &[], Some(16384)).await;
+    let head = "POST /chunked-big HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n";
+    send(s.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target.wait_for(1).await;
+    for _ in 0..3 {
+        let resp = send(s.www, req(head, &chunked(100_000, b'c'))).await;
+        assert_eq!(resp.status, 200);
+    }
+    // A complete chunked body is not taken for a cut one.
+    let small = "POST /chunked-small HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n";
+    assert_eq!(send(s.www, req(small, &chunked(5, b's'))).await.status, 200);
+    let got = target.wait_for(2).await;
+    let complete = got
+        .iter()
+        .find(|r| r.path == "/chunked-small")
+        .expect("complete chunked body mirrored");
+    assert_eq!(complete.body, b"sssss");
+    assert_eq!(complete.header_str("content-length").as_deref(), Some("5"));
+    assert_eq!(complete.header("transfer-encoding"), None);
+    let dropped = s
+        .mirror
+        .metric("spop_mirror_requests_dropped_total{reason=\"truncated_body\"}")
+        .await;
+    assert!(
+        dropped >= 1.0,
+        "no truncated chunked body counted; log:\n{}",
+        s.haproxy.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        target
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.path != "/chunked-big"),
+        "a cut chunked body was mirrored as complete"
+    );
+
+    let target2 = Target::start(Duration::ZERO, 204).await;
+    let s2 = setup(version, &[&target2], &["--send-truncated"], Some(16384)).await;
+    send(s2.www, req("GET /warm HTTP/1.1\nHost: t\n\n", b"")).await;
+    target2.wait_for(1).await;
+    send(s2.www, req(head, &chunked(100_000, b'c'))).await;
+    let got = target2.wait_for(2).await;
+    let big = got
+        .iter()
+        .find(|r| r.path == "/chunked-big")
+        .expect("truncated body sent");
+    eprintln!(
+        "{version:?}: a chunked 100 000-byte body arrived as {} bytes",
+        big.body.len()
+    );
+    assert!(big.body.len() < 100_000 && !big.body.is_empty());
+    assert!(big.body.iter().all(|&b| b == b'c'));
+    assert_eq!(
+        big.header_str("content-length"),
+        Some(big.body.len().to_string())
+    );
+}
+
+per_version!(async truncated_chunked_body_is_detected, truncated_chunked_body);
+
 async fn filters_sampling_headers_and_several_targets(version: Version) {
     let t1 = Target::start(Duration::ZERO, 200).await;
     let t2 = Target::start(Duration::ZERO, 404).await;
@@ -449,6 +536,99 @@ async fn h2c_targets(version: Version) {
     );
     assert_eq!(got[0].body, body);
     assert_eq!(got[0].header_str("x-a").as_deref(), Some("1"));
+    // --host (keep, by default) is honoured: the original Host is the
+    // request's authority.
+    assert_eq!(got[0].authority.as_deref(), Some("shop.test"));
 }
 
 per_version!(async h2c_targets, h2c_targets);
+
+/// The target vanishes for 0.3 s (listener and connections closed) while
+/// HAProxy sends bursts of 32 requests every 50 ms to a target answering in
+/// 200 ms (so every worker has a request in flight and more are queued when
+/// it goes), then comes back on the same port: mirrored requests reach it
+/// again within 1 s of its return. (Before: the queued requests' failed
+/// connections each doubled the back-off, up to 10 s.)
+async fn target_outage(version: Version) {
+    let seen: Arc<Mutex<Vec<support::Recorded>>> = Arc::default();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let delay = Duration::from_millis(200);
+    let target = Target::start_at(any, delay, 204, Arc::clone(&seen)).await;
+    let s = setup(version, &[&target], &[], None).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let www = s.www;
+    let traffic = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut i = 0u64;
+            // Bounded: 30 s of bursts at most.
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let burst: Vec<_> = (0..32)
+                    .map(|_| {
+                        i += 1;
+                        send(www, req(&format!("GET /o{i} HTTP/1.1\nHost: t\n\n"), b""))
+                    })
+                    .collect();
+                for r in futures::future::join_all(burst).await {
+                    assert_eq!(r.status, 200);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    target.wait_for(200).await;
+    target.vanish();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = Target::start_at(target.addr, delay, 204, Arc::clone(&seen)).await;
+    let back_at = Instant::now();
+    let deadline = back_at + Duration::from_secs(15);
+    let recovery = loop {
+        let first = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.at >= back_at)
+            .map(|r| r.at)
+            .min();
+        if let Some(at) = first {
+            break at - back_at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mirrored request 15 s after the target came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    let label = format!("{}/", back.url());
+    let backoff = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_dropped_total{{target=\"{label}\",reason=\"target_backoff\"}}"
+        ))
+        .await;
+    eprintln!("{version:?}: mirroring resumed {recovery:?} after the target came back ({backoff} requests dropped while it was away)");
+    assert!(backoff >= 1.0, "the outage was not noticed");
+    // One outage, however many connections failed in it; up again.
+    let outages = s
+        .mirror
+        .metric(&format!(
+            "spop_mirror_target_outages_total{{target=\"{label}\"}}"
+        ))
+        .await;
+    assert_eq!(outages, 1.0);
+    assert_eq!(
+        s.mirror
+            .metric(&format!("spop_mirror_target_up{{target=\"{label}\"}}"))
+            .await,
+        1.0
+    );
+    assert!(
+        recovery < Duration::from_secs(1),
+        "mirroring resumed {recovery:?} after the target came back"
+    );
+}
+
+per_version!(async target_outage_recovers_within_a_second, target_outage);

@@ -31,9 +31,13 @@ pub use haproxy::{free_port, http_request, HaProxy, RawResponse, Version};
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The URI's authority (HTTP/2's `:authority`), if any.
+    pub authority: Option<String>,
     pub version: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// When the target had read it.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -72,18 +76,45 @@ impl Drop for Target {
 
 impl Target {
     pub async fn start(delay: Duration, status: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(
+            "127.0.0.1:0".parse().unwrap(),
+            delay,
+            status,
+            Arc::default(),
+        )
+        .await
+    }
+
+    /// Stops listening and closes every connection (the target vanishes).
+    pub fn vanish(&self) {
+        self.task.abort();
+    }
+
+    /// A target at `addr` (port 0: any) recording into `seen`. Dropping it
+    /// (or [`Target::vanish`]) closes its listener and its connections.
+    pub async fn start_at(
+        addr: SocketAddr,
+        delay: Duration,
+        status: u16,
+        seen: Arc<Mutex<Vec<Recorded>>>,
+    ) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let task = tokio::spawn({
             let seen = seen.clone();
             async move {
+                // Connections die with the listener's task.
+                let mut conns = tokio::task::JoinSet::new();
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
+                    while conns.try_join_next().is_some() {}
                     let seen = seen.clone();
-                    tokio::spawn(async move {
+                    conns.spawn(async move {
                         let svc = service_fn(move |req: http::Request<Incoming>| {
                             let seen = seen.clone();
                             async move {
@@ -100,6 +131,7 @@ impl Target {
                                         .path_and_query()
                                         .map(|p| p.as_str().to_owned())
                                         .unwrap_or_default(),
+                                    authority: parts.uri.authority().map(ToString::to_string),
                                     version: format!("{:?}", parts.version),
                                     headers: parts
                                         .headers
@@ -109,6 +141,7 @@ impl Target {
                                         })
                                         .collect(),
                                     body: body.to_vec(),
+                                    at: Instant::now(),
                                 });
                                 tokio::time::sleep(delay).await;
                                 Ok::<_, Infallible>(

@@ -10,11 +10,11 @@
 use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use proptest::prelude::*;
 use haproxy_spop::{
     varint, ArgError, DecodeError, Error, Flags, Frame, FrameBody, Metadata, Notify, Reassembled,
     Reassembler, SpopCodec, Status, TypedData,
 };
+use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
 /// A frame payload (after LENGTH): header then `rest`.
@@ -155,7 +155,9 @@ fn bad_hdrs_bin_block() {
         .unwrap()
         .headers("arg_hdrs")
         .unwrap_err();
-    assert!(matches!(e, ArgError::WrongType { found, .. } if found == haproxy_spop::DataType::INT64));
+    assert!(
+        matches!(e, ArgError::WrongType { found, .. } if found == haproxy_spop::DataType::INT64)
+    );
 }
 
 #[test]
@@ -360,7 +362,12 @@ fn reassembly_errors() {
 fn captured() -> Vec<Bytes> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let mut out = Vec::new();
-    for v in ["haproxy-2.6.12", "haproxy-3.2.26"] {
+    for v in [
+        "haproxy-2.6.12",
+        "haproxy-3.0.11",
+        "haproxy-3.2.26",
+        "haproxy-3.4.7",
+    ] {
         for e in std::fs::read_dir(root.join(v)).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "bin") {

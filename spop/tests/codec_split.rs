@@ -17,7 +17,12 @@ use tokio_util::codec::Decoder;
 fn files() -> Vec<(PathBuf, Bytes)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     let mut out = Vec::new();
-    for version in ["haproxy-2.6.12", "haproxy-3.2.26"] {
+    for version in [
+        "haproxy-2.6.12",
+        "haproxy-3.0.11",
+        "haproxy-3.2.26",
+        "haproxy-3.4.7",
+    ] {
         let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(version))
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -11,12 +11,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::{Bytes, BytesMut};
-use proptest::collection::vec;
-use proptest::prelude::*;
 use haproxy_spop::{
     varint, Ack, AgentHello, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello,
     Headers, Metadata, Notify, SpopCodec, Status, TypedData, TypedRef, VarScope,
 };
+use proptest::collection::vec;
+use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn bytes() -> impl Strategy<Value = Bytes> {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use haproxy_spop::runtime::{Agent, AgentBuilder, Client, ClientError, Handler, Listener, NotifyRequest};
+use haproxy_spop::runtime::{
+    Agent, AgentBuilder, Client, ClientError, Handler, Listener, NotifyRequest,
+};
 use haproxy_spop::{
     varint, Ack, Action, Capabilities, Disconnect, Flags, Frame, FrameBody, HaproxyHello, Metadata,
     Notify, Status, TypedData, VarScope,
@@ -172,7 +174,12 @@ async fn handshake_negotiates_size_and_capabilities() {
         client.agent_hello().capabilities,
         Capabilities::FRAGMENTATION
     );
-    assert_eq!(agent.stats().frames_sent(haproxy_spop::FrameType::AGENT_HELLO), 1);
+    assert_eq!(
+        agent
+            .stats()
+            .frames_sent(haproxy_spop::FrameType::AGENT_HELLO),
+        1
+    );
 }
 
 #[tokio::test]
@@ -613,7 +620,8 @@ async fn unix_socket_and_user_accepted_connections() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("agent.sock");
     let agent = Agent::builder().build(echo);
-    let addr: haproxy_spop::runtime::ListenAddr = format!("unix:{}", path.display()).parse().unwrap();
+    let addr: haproxy_spop::runtime::ListenAddr =
+        format!("unix:{}", path.display()).parse().unwrap();
     let task = tokio::spawn({
         let agent = agent.clone();
         async move { agent.serve(addr).await }

@@ -1,6 +1,7 @@
-//! Every frame captured from real HAProxy 2.6.12 and 3.2.26 decodes to what
-//! its manifest says, re-encodes to the same bytes, and the fragmented 2.6
-//! message reassembles to the manifest's reassembled entry.
+//! Every frame captured from real HAProxy 2.6.12, 3.0.11, 3.2.26 and 3.4.7
+//! decodes to what its manifest says (written by an independent decoder,
+//! `tests/vectors/capture/agent.py`), re-encodes to the same bytes, and the
+//! fragmented 2.6 and 3.0 messages reassemble to the manifest's entry.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -12,15 +13,20 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
+use haproxy_spop::{Flags, Frame, FrameBody, Notify, Reassembled, Reassembler, TypedData};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use haproxy_spop::{Flags, Frame, FrameBody, Notify, Reassembled, Reassembler, TypedData};
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-const VERSIONS: [&str; 2] = ["haproxy-2.6.12", "haproxy-3.2.26"];
+const VERSIONS: [&str; 4] = [
+    "haproxy-2.6.12",
+    "haproxy-3.0.11",
+    "haproxy-3.2.26",
+    "haproxy-3.4.7",
+];
 
 fn read(version: &str, file: &str) -> Bytes {
     Bytes::from(std::fs::read(vectors().join(version).join(file)).unwrap())
@@ -268,14 +274,20 @@ fn every_captured_frame_decodes_to_its_manifest() {
             "{version}: files without a manifest entry: {on_disk:?}"
         );
     }
-    // 17 frames from 2.6.12, 9 from 3.2.26.
-    assert_eq!(files_checked, 26);
-    assert_eq!(args_checked, 2 * (6 * 5 + 12));
+    // 17 frames from each classic engine (2.6, 3.0), 9 from each 3.1+ one.
+    assert_eq!(files_checked, 2 * 17 + 2 * 9);
+    assert_eq!(args_checked, 4 * (6 * 5 + 12));
 }
 
 #[test]
 fn fragmented_notify_reassembles_to_the_manifest() {
-    let version = VERSIONS[0];
+    // The classic SPOE engine (2.6, 3.0) fragments; 3.1+ never does.
+    for version in ["haproxy-2.6.12", "haproxy-3.0.11"] {
+        reassemble(version);
+    }
+}
+
+fn reassemble(version: &str) {
     let manifest: Value = serde_json::from_str(
         &std::fs::read_to_string(vectors().join(version).join("manifest.json")).unwrap(),
     )
@@ -299,7 +311,10 @@ fn fragmented_notify_reassembles_to_the_manifest() {
     for (i, file) in files.iter().enumerate() {
         let wire = read(version, file);
         let frame = Frame::decode(wire.slice(4..)).unwrap();
-        total += frame.encoded_len() - 7; // payload bytes: minus type, flags, two 1-byte ids
+        total += match &frame.body {
+            FrameBody::NotifyFragment(b) | FrameBody::Unset(b) => b.len(),
+            other => panic!("{version}/{file}: not a fragment: {other:?}"),
+        };
         match r.push(frame).unwrap() {
             Reassembled::Pending => {
                 assert!(i < files.len() - 1, "{file}: still pending at the end")
@@ -336,4 +351,18 @@ fn notify_len(frame: &Frame) -> usize {
         FrameBody::Notify(n) => n.payload().len(),
         _ => 0,
     }
+}
+
+#[test]
+fn the_four_haproxy_lines_have_vectors() {
+    let mut dirs: Vec<String> = std::fs::read_dir(vectors())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("haproxy-"))
+        .collect();
+    dirs.sort();
+    assert_eq!(
+        dirs, VERSIONS,
+        "every captured version is checked, and only those"
+    );
 }

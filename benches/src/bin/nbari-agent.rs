@@ -18,6 +18,10 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:12346".into());
+    if addr == "--version" || addr == "-V" {
+        println!("nbari-agent {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let listener = TcpListener::bind(&addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;

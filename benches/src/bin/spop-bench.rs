@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 /// Load an SPOP agent the way HAProxy does and measure it.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "spop-bench", version)]
 struct Args {
     /// The agent's address.
     #[arg(long, default_value = "127.0.0.1:12345")]

@@ -38,6 +38,8 @@ mod client;
 mod connection;
 mod handler;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::fmt;
 use std::io;
@@ -268,13 +270,26 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// A bound listener, TCP or Unix.
-#[derive(Debug)]
+/// A bound listener, TCP or Unix, or TCP with TLS (feature `tls`).
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix socket listener.
     Unix(UnixListener),
+    /// A TCP listener whose connections speak TLS (see [`tls`]).
+    #[cfg(feature = "tls")]
+    Tls(TcpListener, tls::TlsAcceptor),
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(l) => f.debug_tuple("Tcp").field(l).finish(),
+            Self::Unix(l) => f.debug_tuple("Unix").field(l).finish(),
+            #[cfg(feature = "tls")]
+            Self::Tls(l, _) => f.debug_tuple("Tls").field(l).finish(),
+        }
+    }
 }
 
 impl Listener {
@@ -298,10 +313,25 @@ impl Listener {
         }
     }
 
+    /// Binds `addr` (TCP) and serves TLS on it with `acceptor` (see
+    /// [`tls::acceptor`]).
+    ///
+    /// # Errors
+    ///
+    /// The bind error.
+    #[cfg(feature = "tls")]
+    pub async fn bind_tls(addr: SocketAddr, acceptor: tls::TlsAcceptor) -> io::Result<Self> {
+        TcpListener::bind(addr)
+            .await
+            .map(|l| Self::Tls(l, acceptor))
+    }
+
     /// The TCP address bound, if TCP.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Self::Tcp(l) => l.local_addr().ok(),
+            #[cfg(feature = "tls")]
+            Self::Tls(l, _) => l.local_addr().ok(),
             Self::Unix(_) => None,
         }
     }
@@ -381,6 +411,21 @@ impl<H: Handler> Agent<H> {
                         drop(permit);
                     });
                 }
+                #[cfg(feature = "tls")]
+                Ok(Accepted::Tls(stream, peer, acceptor)) => {
+                    let _ = stream.set_nodelay(true);
+                    let agent = self.clone();
+                    tasks.spawn(async move {
+                        // The handshake is part of the HELLO's time.
+                        let limit = agent.inner.config.hello_timeout;
+                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => agent.run(tls, peer.to_string()).await,
+                            Ok(Err(err)) => agent.tls_failed(&peer, &err.to_string()),
+                            Err(_) => agent.tls_failed(&peer, "handshake timed out"),
+                        }
+                        drop(permit);
+                    });
+                }
                 Ok(Accepted::Unix(stream)) => {
                     let agent = self.clone();
                     tasks.spawn(async move {
@@ -413,6 +458,19 @@ impl<H: Handler> Agent<H> {
         self.run(stream, "user".to_owned()).await;
     }
 
+    #[cfg(feature = "tls")]
+    fn tls_failed(&self, peer: &SocketAddr, why: &str) {
+        let n = self
+            .inner
+            .stats
+            .tls_handshake_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(%peer, error = why, total = n, "TLS handshake failed");
+        }
+    }
+
     async fn run<S>(&self, stream: S, peer: String)
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -431,11 +489,18 @@ impl<H: Handler> Agent<H> {
 enum Accepted {
     Tcp(tokio::net::TcpStream, SocketAddr),
     Unix(tokio::net::UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(tokio::net::TcpStream, SocketAddr, tls::TlsAcceptor),
 }
 
 async fn accept(listener: &Listener) -> io::Result<Accepted> {
     match listener {
         Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        #[cfg(feature = "tls")]
+        Listener::Tls(l, acceptor) => l
+            .accept()
+            .await
+            .map(|(s, a)| Accepted::Tls(s, a, acceptor.clone())),
         Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }

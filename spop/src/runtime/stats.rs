@@ -22,6 +22,7 @@ pub struct Stats {
     pub(crate) handler_timeouts: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
     pub(crate) aborted_frames: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
 }
 
 /// Index of a frame type in the per-type arrays.
@@ -149,6 +150,11 @@ impl Stats {
         self.aborted_frames.load(Relaxed)
     }
 
+    /// TLS handshakes that failed or timed out (feature `tls`).
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.load(Relaxed)
+    }
+
     /// A copy of every counter at one moment.
     pub fn snapshot(&self) -> StatsSnapshot {
         let by_type = |arr: &[AtomicU64; 8]| {
@@ -178,6 +184,7 @@ impl Stats {
             handler_timeouts: self.handler_timeouts(),
             handler_panics: self.handler_panics(),
             aborted_frames: self.aborted_frames(),
+            tls_handshake_failures: self.tls_handshake_failures(),
         }
     }
 }
@@ -216,4 +223,6 @@ pub struct StatsSnapshot {
     pub handler_panics: u64,
     /// Frames cancelled by ABORT.
     pub aborted_frames: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: u64,
 }

@@ -53,13 +53,17 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The HAProxy binary for `v`: `SPOP_HAPROXY_26` (`_30`, `_32`, `_34`) from
-/// the environment, else from `target/haproxy-paths.env`, which
+/// the environment, else from `target/haproxy-paths.env` (or the file
+/// `SPOP_HAPROXY_ENV_FILE` names), which
 /// `.ci/install-haproxy.sh` writes. A line the installer could not get fails
 /// the test with the installer's reason (never a skip).
 pub fn binary(v: Version) -> PathBuf {
     let key = format!("SPOP_HAPROXY_{}", v.line().replace('.', ""));
-    let env_file = std::fs::read_to_string(workspace_root().join("target/haproxy-paths.env"))
-        .unwrap_or_default();
+    let env_path = std::env::var_os("SPOP_HAPROXY_ENV_FILE").map_or_else(
+        || workspace_root().join("target/haproxy-paths.env"),
+        PathBuf::from,
+    );
+    let env_file = std::fs::read_to_string(env_path).unwrap_or_default();
     let from_file = |key: &str| {
         env_file
             .lines()
