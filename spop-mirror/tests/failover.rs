@@ -7,9 +7,10 @@
 //! 2.5 s and started again on the same port at 4.5 s.
 //!
 //! Asserted, per HAProxy line:
-//! - no 250 ms interval from the kill to the end completes fewer than half
-//!   the mean requests per interval between 1 s (after the warm-up) and the
-//!   kill. The offered load (800 requests/s) is below what the debug build
+//! - no 250 ms interval from the kill to the end (the first whole one after
+//!   the kill on) completes fewer than half the mean requests per interval
+//!   between 1 s (after the warm-up) and the kill, and that mean is at least
+//!   half the offered load. The offered load (800 requests/s) is below what the debug build
 //!   serves on a busy shared machine, so the rate falls only when requests
 //!   wait; at full load, other processes' CPU use made even 500 ms intervals
 //!   dip below half with no stall, and fast requests hid slow ones;
@@ -316,8 +317,11 @@ async fn agent_killed_under_load(version: Version) {
     let slot = |d: Duration| (d.as_nanos() / INTERVAL.as_nanos()) as usize;
     let before = &per[slot(WARM_UP)..slot(killed_at)];
     let mean_before = before.iter().sum::<u64>() as f64 / before.len() as f64;
-    // The interval the kill falls in counts as "after".
-    let after = &per[slot(killed_at)..];
+    // From the first whole interval after the kill: the requests in flight
+    // at the kill may wait once, up to the processing timeout (HAProxy 2.6
+    // makes some wait; with 16 clients that alone can take half of a 250 ms
+    // interval), and the bound on slow answers below covers them.
+    let after = &per[slot(killed_at) + 1..];
     let worst_after = after.iter().copied().min().unwrap_or(0);
     let lat = |from: Duration, to: Duration| {
         p99(done
@@ -337,7 +341,7 @@ async fn agent_killed_under_load(version: Version) {
         "HAProxy {}: per {} ms: {per:?}\n\
          kill at {killed_at:.2?}, restart at {restarted_at:.2?}; \
          before the kill {:.0} req/s, p99 {:.1?}; \
-         worst interval after it {:.0} req/s; \
+         worst whole interval after it {:.0} req/s; \
          p99 kill..restart {:.1?}, restart..end {:.1?}; \
          answers after the kill that took {WAITED:?} or more: {waited}; \
          mirroring resumed after {resumed:.2?}; not 200: {not_200}, I/O errors: {io_errors}",
@@ -357,7 +361,13 @@ async fn agent_killed_under_load(version: Version) {
         .collect();
     let report = format!("{report}\n{}", states.join("\n"));
     eprintln!("{report}");
-    assert!(mean_before >= 20.0, "too little load to judge:\n{report}");
+    // A baseline well below the offered load means the machine was too busy
+    // for the rate to mean anything.
+    let offered = f64::from(PER_CLIENT) * CLIENTS as f64 * INTERVAL.as_secs_f64();
+    assert!(
+        mean_before >= offered / 2.0,
+        "too busy to judge: {offered} requests offered per interval:\n{report}"
+    );
     assert!(
         worst_after as f64 >= mean_before / 2.0,
         "production stalled after the agent was killed:\n{report}"
