@@ -61,7 +61,6 @@ fn example_config(name: &str, ports: &[(u16, u16)]) -> (String, String) {
         cfg = cfg.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
     }
     cfg = cfg.replace(&format!("examples/haproxy/{name}-spoe.conf"), "{SPOE_CONF}");
-    cfg = cfg.replace("check inter 2s", "check inter 300ms fall 1 rise 1");
     (cfg, spoe)
 }
 

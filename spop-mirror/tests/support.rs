@@ -297,8 +297,7 @@ pub fn haproxy_config(
         .replace("127.0.0.1:8090", &format!("127.0.0.1:{app}"))
         .replace("127.0.0.1:8091", &format!("127.0.0.1:{shadow}"))
         .replace("127.0.0.1:12345", &agent.to_string())
-        .replace("examples/haproxy/mirror-spoe.conf", "{SPOE_CONF}")
-        .replace("check inter 2s", "check inter 500ms");
+        .replace("examples/haproxy/mirror-spoe.conf", "{SPOE_CONF}");
     if let Some(size) = bufsize {
         cfg = cfg.replace("tune.bufsize 65536", &format!("tune.bufsize {size}"));
     }
