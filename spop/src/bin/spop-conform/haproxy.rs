@@ -30,6 +30,8 @@ fn sample(spec: &str) -> Option<String> {
         "ipv4" => format!("ipv4({value})"),
         "ipv6" => format!("ipv6({value})"),
         "str" | "string" => format!("str({value})"),
+        // HAProxy refuses `bin()`: an empty binary goes as an empty string.
+        "bin" | "binary" if value.is_empty() => "str()".to_owned(),
         "bin" | "binary" => format!("bin({value})"),
         _ => return None,
     };
