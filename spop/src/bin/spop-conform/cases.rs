@@ -385,25 +385,35 @@ fn acks_one_read(ctx: &Ctx) -> V {
     }
     Ok(None)
 }
-fn too_big(ctx: &Ctx) -> V {
-    let (mut conn, hello) = ctx.session()?;
-    // A NOTIFY whose LENGTH is one over the negotiated size.
-    let size = hello.max_frame_size as usize;
-    let header = wire::frame(ty::NOTIFY, FIN, 1, 1, &[]).len() - 4;
-    let pad = size + 1 - header;
-    // One message with a binary argument that fills the frame exactly.
+/// A message "spop-conform-big" with one BINARY argument, `len` bytes in all.
+fn filler(len: usize) -> Vec<u8> {
     let name = b"spop-conform-big";
     let mut n = Vec::new();
     haproxy_spop::varint::encode(name.len() as u64, &mut n);
     n.extend_from_slice(name);
     n.extend_from_slice(&[1, 1, b'b', 9]);
-    let mut rest = pad.saturating_sub(n.len());
-    while rest + haproxy_spop::varint::encoded_len(rest as u64) + n.len() > pad {
+    let mut rest = len.saturating_sub(n.len());
+    while rest > 0 && rest + haproxy_spop::varint::encoded_len(rest as u64) + n.len() > len {
         rest -= 1;
     }
     haproxy_spop::varint::encode(rest as u64, &mut n);
-    n.resize(pad, b'x');
-    let f = wire::frame(ty::NOTIFY, FIN, 1, 1, &n);
+    n.resize(len, b'x');
+    n
+}
+
+/// A NOTIFY (ids 1/1) whose frame is `size` bytes (LENGTH excluded): the
+/// user's message, then a filler message.
+fn notify_of_size(ctx: &Ctx, size: usize) -> Vec<u8> {
+    let header = wire::frame(ty::NOTIFY, FIN, 1, 1, &[]).len() - 4;
+    let mut p = ctx.message.payload().to_vec();
+    p.extend(filler(size - header - p.len()));
+    wire::frame(ty::NOTIFY, FIN, 1, 1, &p)
+}
+
+fn too_big(ctx: &Ctx) -> V {
+    let (mut conn, hello) = ctx.session()?;
+    // A NOTIFY whose LENGTH is one over the negotiated size.
+    let f = notify_of_size(ctx, hello.max_frame_size as usize + 1);
     conn.send(&f).ok();
     let s = ctx.expect_disconnect(
         &mut conn,
@@ -411,6 +421,20 @@ fn too_big(ctx: &Ctx) -> V {
         "SPOE.txt §3.5: a frame over max-frame-size is status 3",
     )?;
     Ok(Some(format!("status {s} for a {}-byte frame", f.len() - 4)))
+}
+fn at_max_size(ctx: &Ctx) -> V {
+    let mut conn = ctx.connect()?;
+    let hello = ctx.handshake(&mut conn, &Hello::standard().max_frame_size(65536))?;
+    let size = hello.max_frame_size as usize;
+    conn.send(&notify_of_size(ctx, size))
+        .or_else(|e| fail(format!("write: {e}")))?;
+    ctx.expect_ack(
+        &mut conn,
+        1,
+        1,
+        &format!("a NOTIFY of exactly the {size} bytes the agent announced"),
+    )?;
+    Ok(Some(format!("{size} bytes")))
 }
 fn notify_before_hello(ctx: &Ctx) -> V {
     let mut conn = ctx.connect()?;
@@ -1002,6 +1026,7 @@ pub(crate) const ALL: &[Case] = &[
     case!("frame.agent-hello.one-read", "framing", "HAProxy 3.2 resets split AGENT-HELLOs (issue #3478)", hello_one_read),
     case!("frame.ack.one-read", "framing", "one frame per write", acks_one_read),
     case!("frame.too-big", "framing", "SPOE.txt §3.2.5, §3.5 status 3", too_big),
+    case!("frame.at-max-frame-size", "framing", "SPOE.txt §3.2.5 (the agreed size holds for all frames)", at_max_size),
     case!("frame.notify-before-hello", "framing", "SPOE.txt §3.2.3", notify_before_hello),
     case!("frame.agent-hello-to-agent", "framing", "SPOE.txt §3.2.2", agent_hello_to_agent),
     case!("frame.agent-disconnect-to-agent", "framing", "SPOE.txt §3.2.2", agent_disconnect_to_agent),

@@ -159,6 +159,7 @@ fn main() -> ExitCode {
             && !cli.skip.iter().any(|s| id.contains(s.as_str()))
     };
     let mut rows = Vec::new();
+    let mut unreachable_after: Option<&str> = None;
     for case in cases::ALL.iter().filter(|c| selected(c.id)) {
         let start = Instant::now();
         let r = (case.run)(&ctx);
@@ -181,6 +182,14 @@ fn main() -> ExitCode {
         rows.push(row);
         // Let the agent notice closed connections before the next case.
         std::thread::sleep(Duration::from_millis(10));
+        if unreachable_after.is_none()
+            && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
+        {
+            unreachable_after = Some(case.id);
+            if !cli.json {
+                println!("     (the agent no longer accepts connections after {}: crashed?)", case.id);
+            }
+        }
     }
     if let Some(path) = &cli.haproxy {
         if selected("haproxy.requests") {
@@ -221,6 +230,7 @@ fn main() -> ExitCode {
             "score": {"passed": passed, "failed": failed, "not_applicable": na,
                       "applicable": passed + failed},
             "frames_split_across_reads": split,
+            "agent_unreachable_after": unreachable_after,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -229,6 +239,9 @@ fn main() -> ExitCode {
             passed + failed,
             split
         );
+        if let Some(id) = unreachable_after {
+            println!("the agent stopped accepting connections after {id}");
+        }
     }
     if failed == 0 {
         ExitCode::SUCCESS
