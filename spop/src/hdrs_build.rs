@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(b.insert("", "x").unwrap_err(), InvalidHeader::EmptyName);
         assert_eq!(b.insert("a b", "x").unwrap_err(), InvalidHeader::Name(b' '));
         assert_eq!(b.insert("a:", "x").unwrap_err(), InvalidHeader::Name(b':'));
-        assert_eq!(b.insert("a", "x\ny").unwrap_err(), InvalidHeader::Value(b'\n'));
+        assert_eq!(
+            b.insert("a", "x\ny").unwrap_err(),
+            InvalidHeader::Value(b'\n')
+        );
         assert_eq!(b.insert("a", "x\0").unwrap_err(), InvalidHeader::Value(0));
         assert_eq!(b.len(), 1);
         let h = b.build();
@@ -324,7 +327,8 @@ mod tests {
 
     fn value() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
-            proptest::prelude::any::<u8>().prop_filter("no NUL/CR/LF", |b| !matches!(b, 0 | 13 | 10)),
+            proptest::prelude::any::<u8>()
+                .prop_filter("no NUL/CR/LF", |b| !matches!(b, 0 | 13 | 10)),
             0..300,
         )
     }

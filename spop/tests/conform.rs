@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use haproxy_spop::runtime::{Agent, Listener, NotifyRequest};
-use haproxy_spop::{
-    Ack, AgentHello, Capabilities, Frame, FrameBody, Status, VarScope,
-};
+use haproxy_spop::{Ack, AgentHello, Capabilities, Frame, FrameBody, Status, VarScope};
 use serde_json::Value;
 
 /// An agent on this crate's runtime, as `examples/set_var` builds it.
@@ -180,7 +178,9 @@ fn runtime_agent_passes_every_case() {
         }
     }
     assert_eq!(report["frames_split_across_reads"], 0);
-    let ack = case(&report, "notify.user-message")["detail"].as_str().unwrap();
+    let ack = case(&report, "notify.user-message")["detail"]
+        .as_str()
+        .unwrap();
     assert!(ack.contains("ip_score"), "{ack}");
 }
 
@@ -216,7 +216,10 @@ fn broken_agent_fails_with_reasons() {
     }
     // What it does right still passes.
     assert_eq!(case(&report, "hello.version.2.0")["result"], "pass");
-    assert_eq!(case(&report, "hello.max-frame-size.16380")["result"], "pass");
+    assert_eq!(
+        case(&report, "hello.max-frame-size.16380")["result"],
+        "pass"
+    );
     assert!(report["score"]["failed"].as_u64().unwrap() >= 7);
 }
 
@@ -238,7 +241,10 @@ fn behind_haproxy_3_4() {
     ]);
     let c = case(&report, "haproxy.requests");
     assert_eq!(c["result"], "pass", "{c:#}");
-    assert!(c["detail"].as_str().unwrap().contains("ip_score=100"), "{c:#}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("ip_score=100"),
+        "{c:#}"
+    );
 }
 
 #[test]
@@ -254,5 +260,11 @@ fn haproxy_mode_reports_a_missing_haproxy() {
     ]);
     let c = case(&report, "haproxy.requests");
     assert_eq!(c["result"], "fail", "{c:#}");
-    assert!(c["detail"].as_str().unwrap().contains("/nonexistent/haproxy"), "{c:#}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/haproxy"),
+        "{c:#}"
+    );
 }

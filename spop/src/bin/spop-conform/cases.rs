@@ -87,7 +87,12 @@ impl Ctx {
                     ))
                 }
             },
-            other => return fail(format!("answered the HAPROXY-HELLO with {}", other.describe())),
+            other => {
+                return fail(format!(
+                    "answered the HAPROXY-HELLO with {}",
+                    other.describe()
+                ))
+            }
         };
         if &answer.version[..] != b"2.0" {
             return fail(format!(
@@ -203,7 +208,8 @@ impl Ctx {
 }
 
 fn built(b: NotifyBuilder) -> Notify {
-    b.build().unwrap_or_else(|e| panic!("a NOTIFY of the suite does not build: {e}"))
+    b.build()
+        .unwrap_or_else(|e| panic!("a NOTIFY of the suite does not build: {e}"))
 }
 
 fn types_msg() -> NotifyBuilder {
@@ -249,7 +255,12 @@ fn version_none_common(ctx: &Ctx) -> V {
 fn version_missing(ctx: &Ctx) -> V {
     let mut h = Hello::standard();
     h.versions = None;
-    hello_bad(ctx, h, &[5], "SPOE.txt §3.2.4: supported-versions is mandatory, status 5")
+    hello_bad(
+        ctx,
+        h,
+        &[5],
+        "SPOE.txt §3.2.4: supported-versions is mandatory, status 5",
+    )
 }
 fn mfs(ctx: &Ctx, size: u32) -> V {
     let r = hello_ok(ctx, Hello::standard().max_frame_size(size))?;
@@ -278,7 +289,12 @@ fn mfs_255(ctx: &Ctx) -> V {
 fn mfs_missing(ctx: &Ctx) -> V {
     let mut h = Hello::standard();
     h.max_frame_size = None;
-    hello_bad(ctx, h, &[6], "SPOE.txt §3.2.4: max-frame-size is mandatory, status 6")
+    hello_bad(
+        ctx,
+        h,
+        &[6],
+        "SPOE.txt §3.2.4: max-frame-size is mandatory, status 6",
+    )
 }
 fn mfs_wrong_type(ctx: &Ctx) -> V {
     let mut h = Hello::standard();
@@ -293,18 +309,29 @@ fn mfs_wrong_type(ctx: &Ctx) -> V {
 fn caps_missing(ctx: &Ctx) -> V {
     let mut h = Hello::standard();
     h.capabilities = None;
-    hello_bad(ctx, h, &[7], "SPOE.txt §3.2.4: capabilities is mandatory, status 7")
+    hello_bad(
+        ctx,
+        h,
+        &[7],
+        "SPOE.txt §3.2.4: capabilities is mandatory, status 7",
+    )
 }
 fn caps_empty(ctx: &Ctx) -> V {
     hello_ok(ctx, Hello::standard().capabilities(""))
 }
 fn caps_unknown(ctx: &Ctx) -> V {
-    hello_ok(ctx, Hello::standard().capabilities("pipelining,async,frobnicate"))
+    hello_ok(
+        ctx,
+        Hello::standard().capabilities("pipelining,async,frobnicate"),
+    )
 }
 fn caps_spacing(ctx: &Ctx) -> V {
     let (_, plain) = ctx.session()?;
     let mut conn = ctx.connect()?;
-    let spaced = ctx.handshake(&mut conn, &Hello::standard().capabilities("  pipelining ,  async "))?;
+    let spaced = ctx.handshake(
+        &mut conn,
+        &Hello::standard().capabilities("  pipelining ,  async "),
+    )?;
     let p = Capabilities::PIPELINING;
     if plain.capabilities.contains(p) && !spaced.capabilities.contains(p) {
         return fail("announces pipelining for \"pipelining,async\" but not for \"  pipelining ,  async \" (SPOE.txt §3.2.1: spaces around names are allowed)");
@@ -325,12 +352,10 @@ fn healthcheck(ctx: &Ctx, reset: bool) -> V {
         drop(conn);
     }
     std::thread::sleep(Duration::from_millis(50));
-    let (mut conn, _) = ctx
-        .session()
-        .map_err(|e| match e {
-            Outcome::Fail(why) => Outcome::Fail(format!("after the health check: {why}")),
-            other => other,
-        })?;
+    let (mut conn, _) = ctx.session().map_err(|e| match e {
+        Outcome::Fail(why) => Outcome::Fail(format!("after the health check: {why}")),
+        other => other,
+    })?;
     conn.send(&wire::notify(1, 1, &ctx.message))
         .or_else(|e| fail(format!("write: {e}")))?;
     ctx.expect_ack(&mut conn, 1, 1, "a NOTIFY after the health check")?;
@@ -354,7 +379,12 @@ fn hello_one_read(ctx: &Ctx) -> V {
         match conn.recv(ctx.timeout) {
             Got::Frame(_, true) => {}
             Got::Frame(_, false) => split += 1,
-            other => return fail(format!("answered the HAPROXY-HELLO with {}", other.describe())),
+            other => {
+                return fail(format!(
+                    "answered the HAPROXY-HELLO with {}",
+                    other.describe()
+                ))
+            }
         }
     }
     if split > 0 {
@@ -377,7 +407,12 @@ fn acks_one_read(ctx: &Ctx) -> V {
                     split += 1;
                 }
             }
-            other => return fail(format!("NOTIFY {i}: expected an ACK, got {}", other.describe())),
+            other => {
+                return fail(format!(
+                    "NOTIFY {i}: expected an ACK, got {}",
+                    other.describe()
+                ))
+            }
         }
     }
     if split > 0 {
@@ -496,7 +531,11 @@ fn unset_unexpected(ctx: &Ctx) -> V {
     )
 }
 fn length_zero(ctx: &Ctx) -> V {
-    ctx.bad_after_hello(&[0, 0, 0, 0], &[4], "SPOE.txt §3.2: a frame has at least a type, flags and ids")
+    ctx.bad_after_hello(
+        &[0, 0, 0, 0],
+        &[4],
+        "SPOE.txt §3.2: a frame has at least a type, flags and ids",
+    )
 }
 fn bad_metadata(ctx: &Ctx) -> V {
     // type, flags, then a stream-id varint that never ends.
@@ -567,7 +606,10 @@ fn strings(ctx: &Ctx) -> V {
     let b = types_msg()
         .arg("empty", TypedData::String(Bytes::new()))
         .arg("empty-bin", TypedData::Binary(Bytes::new()))
-        .arg("not-utf8", TypedData::String(Bytes::from_static(b"\xff\xfe\xc3")))
+        .arg(
+            "not-utf8",
+            TypedData::String(Bytes::from_static(b"\xff\xfe\xc3")),
+        )
         .arg("nul", TypedData::String(Bytes::from_static(b"a\0b")))
         .arg("s239", TypedData::String(Bytes::from(vec![b's'; 239])))
         .arg("s240", TypedData::String(Bytes::from(vec![b's'; 240])))
@@ -581,7 +623,10 @@ fn ips(ctx: &Ctx) -> V {
         .arg("v6a", TypedData::Ipv6(Ipv6Addr::UNSPECIFIED))
         .arg("v6b", TypedData::Ipv6(Ipv6Addr::LOCALHOST))
         .arg("v6c", TypedData::Ipv6(Ipv6Addr::from(u128::MAX)))
-        .arg("mapped", TypedData::Ipv6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
+        .arg(
+            "mapped",
+            TypedData::Ipv6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+        );
     ctx.notify_roundtrip(&built(b), "IPv4/IPv6")
 }
 fn null_bool(ctx: &Ctx) -> V {
@@ -595,7 +640,9 @@ fn null_bool(ctx: &Ctx) -> V {
 fn many_messages(ctx: &Ctx) -> V {
     let mut b = Notify::builder();
     for i in 0..100 {
-        b = b.message(format!("spop-conform-{i}")).arg("i", TypedData::Int64(i));
+        b = b
+            .message(format!("spop-conform-{i}"))
+            .arg("i", TypedData::Int64(i));
     }
     let mut msg = built(b);
     // And the user's message last, as HAProxy groups messages of one event.
@@ -613,7 +660,10 @@ fn user_message(ctx: &Ctx) -> V {
             FrameBody::Ack(a) if (f.metadata.stream_id, f.metadata.frame_id) == (1, 1) => {
                 Ok(Some(format!("ACK {a:?}")))
             }
-            _ => fail(format!("expected an ACK 1/1, got {}", wire::describe_frame(&f))),
+            _ => fail(format!(
+                "expected an ACK 1/1, got {}",
+                wire::describe_frame(&f)
+            )),
         },
         other => fail(format!("expected an ACK, got {}", other.describe())),
     }
@@ -657,8 +707,16 @@ fn truncated(ctx: &Ctx) -> V {
         }
     }
     if let Some(first) = bad.first() {
-        let more = if bad.len() > 1 { format!(" (and {} more)", bad.len() - 1) } else { String::new() };
-        let stopped = if tried < p.len() - 1 { format!("; stopped after {tried} cuts, 3 hangs") } else { String::new() };
+        let more = if bad.len() > 1 {
+            format!(" (and {} more)", bad.len() - 1)
+        } else {
+            String::new()
+        };
+        let stopped = if tried < p.len() - 1 {
+            format!("; stopped after {tried} cuts, 3 hangs")
+        } else {
+            String::new()
+        };
         return fail(format!(
             "{} of {tried} truncated NOTIFYs not refused with status 4 (SPOE.txt §3.2.6): {first}{more}{stopped}",
             bad.len()
@@ -740,9 +798,27 @@ fn fragments(ctx: &Ctx, stream_id: u64, frame_id: u64) -> Vec<u8> {
     p.extend_from_slice(pad.payload());
     let a = p.len() / 3;
     let b = 2 * p.len() / 3;
-    let mut out = wire::frame(ty::NOTIFY, 0, stream_id, frame_id, p.get(..a).unwrap_or_default());
-    out.extend(wire::frame(ty::UNSET, 0, stream_id, frame_id, p.get(a..b).unwrap_or_default()));
-    out.extend(wire::frame(ty::UNSET, FIN, stream_id, frame_id, p.get(b..).unwrap_or_default()));
+    let mut out = wire::frame(
+        ty::NOTIFY,
+        0,
+        stream_id,
+        frame_id,
+        p.get(..a).unwrap_or_default(),
+    );
+    out.extend(wire::frame(
+        ty::UNSET,
+        0,
+        stream_id,
+        frame_id,
+        p.get(a..b).unwrap_or_default(),
+    ));
+    out.extend(wire::frame(
+        ty::UNSET,
+        FIN,
+        stream_id,
+        frame_id,
+        p.get(b..).unwrap_or_default(),
+    ));
     out
 }
 fn frag_announced(ctx: &Ctx) -> V {
@@ -750,8 +826,14 @@ fn frag_announced(ctx: &Ctx) -> V {
     if !h.capabilities.contains(Capabilities::FRAGMENTATION) {
         return na("the agent does not announce fragmentation");
     }
-    conn.send(&fragments(ctx, 7, 3)).or_else(|e| fail(format!("write: {e}")))?;
-    ctx.expect_ack(&mut conn, 7, 3, "a NOTIFY in 3 fragments (SPOE.txt §3.2.3, HAProxy 2.x)")?;
+    conn.send(&fragments(ctx, 7, 3))
+        .or_else(|e| fail(format!("write: {e}")))?;
+    ctx.expect_ack(
+        &mut conn,
+        7,
+        3,
+        "a NOTIFY in 3 fragments (SPOE.txt §3.2.3, HAProxy 2.x)",
+    )?;
     Ok(None)
 }
 fn frag_not_announced(ctx: &Ctx) -> V {
@@ -833,7 +915,12 @@ fn idle(ctx: &Ctx) -> V {
     std::thread::sleep(ctx.idle);
     conn.send(&wire::notify(1, 1, &ctx.message))
         .or_else(|e| fail(format!("write after {:?} idle: {e}", ctx.idle)))?;
-    ctx.expect_ack(&mut conn, 1, 1, &format!("a NOTIFY after {:?} idle", ctx.idle))?;
+    ctx.expect_ack(
+        &mut conn,
+        1,
+        1,
+        &format!("a NOTIFY after {:?} idle", ctx.idle),
+    )?;
     Ok(None)
 }
 fn slow_reader(ctx: &Ctx) -> V {
@@ -888,7 +975,9 @@ fn slow_reader(ctx: &Ctx) -> V {
     let _ = t.join();
     let written = sent.load(Ordering::Relaxed);
     match end {
-        None => Ok(Some(format!("{acked} of {written} written NOTIFYs ACKed after a 2 s read stall"))),
+        None => Ok(Some(format!(
+            "{acked} of {written} written NOTIFYs ACKed after a 2 s read stall"
+        ))),
         Some(e) if e.starts_with("AGENT-DISCONNECT") => Ok(Some(format!(
             "{acked} of {written} ACKed, then {e} (a clean end)"
         ))),
@@ -904,7 +993,8 @@ fn reload_burst(ctx: &Ctx) -> V {
         .map(|_| {
             std::thread::spawn(move || -> Result<(), String> {
                 let mut c = Conn::connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
-                c.send(&Hello::standard().frame()).map_err(|e| format!("write: {e}"))?;
+                c.send(&Hello::standard().frame())
+                    .map_err(|e| format!("write: {e}"))?;
                 match c.recv(timeout) {
                     Got::Frame(f, _) if matches!(f.body, FrameBody::AgentHello(_)) => Ok(()),
                     Got::Frame(f, _) => Err(wire::describe_frame(&f)),
@@ -954,7 +1044,10 @@ fn latency(ctx: &Ctx, depth: u64) -> V {
         match ctx.recv(&mut conn) {
             Got::Frame(f, _) if matches!(f.body, FrameBody::Ack(_)) => {
                 let Some(t0) = sent_at.remove(&f.metadata.stream_id) else {
-                    return fail(format!("an ACK for unknown stream-id {}", f.metadata.stream_id));
+                    return fail(format!(
+                        "an ACK for unknown stream-id {}",
+                        f.metadata.stream_id
+                    ));
                 };
                 lat.push(t0.elapsed());
                 if start.elapsed() < ctx.timing {
@@ -1005,38 +1098,188 @@ macro_rules! case {
 
 /// Every case, in the order they run.
 pub(crate) const ALL: &[Case] = &[
-    case!("hello.version.2.0", "handshake", "SPOE.txt §3.2.4, §3.2.5", version_2_0),
-    case!("hello.version.list", "handshake", "SPOE.txt §3.2.4 (\"1.0,2.0\")", version_list),
-    case!("hello.version.spaces", "handshake", "SPOE.txt §3.2.4 (\" 1.0 , 2.0 \")", version_spaces),
-    case!("hello.version.none-common", "handshake", "SPOE.txt §3.2.4, §3.5 status 8", version_none_common),
-    case!("hello.version.missing", "handshake", "SPOE.txt §3.2.4, §3.5 status 5", version_missing),
-    case!("hello.max-frame-size.256", "handshake", "SPOE.txt §3.2, §3.2.5 (256 <= answer <= offered)", mfs_256),
-    case!("hello.max-frame-size.16380", "handshake", "SPOE.txt §3.2.5; HAProxy's default", mfs_16380),
-    case!("hello.max-frame-size.65536", "handshake", "SPOE.txt §3.2.5", mfs_65536),
-    case!("hello.max-frame-size.u32-max", "handshake", "SPOE.txt §3.2.5", mfs_max),
-    case!("hello.max-frame-size.255", "handshake", "SPOE.txt §3.2.5, §3.5 status 9", mfs_255),
-    case!("hello.max-frame-size.missing", "handshake", "SPOE.txt §3.2.4, §3.5 status 6", mfs_missing),
-    case!("hello.max-frame-size.wrong-type", "handshake", "SPOE.txt §3.2.4 (UINT32)", mfs_wrong_type),
-    case!("hello.capabilities.missing", "handshake", "SPOE.txt §3.2.4, §3.5 status 7", caps_missing),
-    case!("hello.capabilities.empty", "handshake", "SPOE.txt §3.2.1; HAProxy health checks", caps_empty),
-    case!("hello.capabilities.unknown", "handshake", "SPOE.txt §3.2.1 (unknown names ignored)", caps_unknown),
-    case!("hello.capabilities.spacing", "handshake", "SPOE.txt §3.2.1", caps_spacing),
-    case!("hello.healthcheck.close", "handshake", "SPOE.txt §3.2.4 healthcheck; option spop-check", healthcheck_close),
-    case!("hello.healthcheck.reset", "handshake", "HAProxy resets checks after the AGENT-HELLO", healthcheck_reset),
-    case!("frame.agent-hello.one-read", "framing", "HAProxy 3.2 resets split AGENT-HELLOs (issue #3478)", hello_one_read),
-    case!("frame.ack.one-read", "framing", "one frame per write", acks_one_read),
-    case!("frame.too-big", "framing", "SPOE.txt §3.2.5, §3.5 status 3", too_big),
-    case!("frame.at-max-frame-size", "framing", "SPOE.txt §3.2.5 (the agreed size holds for all frames)", at_max_size),
-    case!("frame.notify-before-hello", "framing", "SPOE.txt §3.2.3", notify_before_hello),
-    case!("frame.agent-hello-to-agent", "framing", "SPOE.txt §3.2.2", agent_hello_to_agent),
-    case!("frame.agent-disconnect-to-agent", "framing", "SPOE.txt §3.2.2", agent_disconnect_to_agent),
-    case!("frame.ack-to-agent", "framing", "SPOE.txt §3.2.2", ack_to_agent),
-    case!("frame.unknown-type", "framing", "SPOE.txt §3.2.2", unknown_type),
-    case!("frame.hello-twice", "framing", "SPOE.txt §3.2.3", hello_twice),
-    case!("frame.unset-unexpected", "framing", "SPOE.txt §3.2.3, §3.5 status 12", unset_unexpected),
+    case!(
+        "hello.version.2.0",
+        "handshake",
+        "SPOE.txt §3.2.4, §3.2.5",
+        version_2_0
+    ),
+    case!(
+        "hello.version.list",
+        "handshake",
+        "SPOE.txt §3.2.4 (\"1.0,2.0\")",
+        version_list
+    ),
+    case!(
+        "hello.version.spaces",
+        "handshake",
+        "SPOE.txt §3.2.4 (\" 1.0 , 2.0 \")",
+        version_spaces
+    ),
+    case!(
+        "hello.version.none-common",
+        "handshake",
+        "SPOE.txt §3.2.4, §3.5 status 8",
+        version_none_common
+    ),
+    case!(
+        "hello.version.missing",
+        "handshake",
+        "SPOE.txt §3.2.4, §3.5 status 5",
+        version_missing
+    ),
+    case!(
+        "hello.max-frame-size.256",
+        "handshake",
+        "SPOE.txt §3.2, §3.2.5 (256 <= answer <= offered)",
+        mfs_256
+    ),
+    case!(
+        "hello.max-frame-size.16380",
+        "handshake",
+        "SPOE.txt §3.2.5; HAProxy's default",
+        mfs_16380
+    ),
+    case!(
+        "hello.max-frame-size.65536",
+        "handshake",
+        "SPOE.txt §3.2.5",
+        mfs_65536
+    ),
+    case!(
+        "hello.max-frame-size.u32-max",
+        "handshake",
+        "SPOE.txt §3.2.5",
+        mfs_max
+    ),
+    case!(
+        "hello.max-frame-size.255",
+        "handshake",
+        "SPOE.txt §3.2.5, §3.5 status 9",
+        mfs_255
+    ),
+    case!(
+        "hello.max-frame-size.missing",
+        "handshake",
+        "SPOE.txt §3.2.4, §3.5 status 6",
+        mfs_missing
+    ),
+    case!(
+        "hello.max-frame-size.wrong-type",
+        "handshake",
+        "SPOE.txt §3.2.4 (UINT32)",
+        mfs_wrong_type
+    ),
+    case!(
+        "hello.capabilities.missing",
+        "handshake",
+        "SPOE.txt §3.2.4, §3.5 status 7",
+        caps_missing
+    ),
+    case!(
+        "hello.capabilities.empty",
+        "handshake",
+        "SPOE.txt §3.2.1; HAProxy health checks",
+        caps_empty
+    ),
+    case!(
+        "hello.capabilities.unknown",
+        "handshake",
+        "SPOE.txt §3.2.1 (unknown names ignored)",
+        caps_unknown
+    ),
+    case!(
+        "hello.capabilities.spacing",
+        "handshake",
+        "SPOE.txt §3.2.1",
+        caps_spacing
+    ),
+    case!(
+        "hello.healthcheck.close",
+        "handshake",
+        "SPOE.txt §3.2.4 healthcheck; option spop-check",
+        healthcheck_close
+    ),
+    case!(
+        "hello.healthcheck.reset",
+        "handshake",
+        "HAProxy resets checks after the AGENT-HELLO",
+        healthcheck_reset
+    ),
+    case!(
+        "frame.agent-hello.one-read",
+        "framing",
+        "HAProxy 3.2 resets split AGENT-HELLOs (issue #3478)",
+        hello_one_read
+    ),
+    case!(
+        "frame.ack.one-read",
+        "framing",
+        "one frame per write",
+        acks_one_read
+    ),
+    case!(
+        "frame.too-big",
+        "framing",
+        "SPOE.txt §3.2.5, §3.5 status 3",
+        too_big
+    ),
+    case!(
+        "frame.at-max-frame-size",
+        "framing",
+        "SPOE.txt §3.2.5 (the agreed size holds for all frames)",
+        at_max_size
+    ),
+    case!(
+        "frame.notify-before-hello",
+        "framing",
+        "SPOE.txt §3.2.3",
+        notify_before_hello
+    ),
+    case!(
+        "frame.agent-hello-to-agent",
+        "framing",
+        "SPOE.txt §3.2.2",
+        agent_hello_to_agent
+    ),
+    case!(
+        "frame.agent-disconnect-to-agent",
+        "framing",
+        "SPOE.txt §3.2.2",
+        agent_disconnect_to_agent
+    ),
+    case!(
+        "frame.ack-to-agent",
+        "framing",
+        "SPOE.txt §3.2.2",
+        ack_to_agent
+    ),
+    case!(
+        "frame.unknown-type",
+        "framing",
+        "SPOE.txt §3.2.2",
+        unknown_type
+    ),
+    case!(
+        "frame.hello-twice",
+        "framing",
+        "SPOE.txt §3.2.3",
+        hello_twice
+    ),
+    case!(
+        "frame.unset-unexpected",
+        "framing",
+        "SPOE.txt §3.2.3, §3.5 status 12",
+        unset_unexpected
+    ),
     case!("frame.length-zero", "framing", "SPOE.txt §3.2", length_zero),
     case!("frame.bad-varint", "framing", "SPOE.txt §3.1", bad_metadata),
-    case!("notify.ids.varint-edges", "notify", "SPOE.txt §3.1 varint, §3.2.7", ids_edges),
+    case!(
+        "notify.ids.varint-edges",
+        "notify",
+        "SPOE.txt §3.1 varint, §3.2.7",
+        ids_edges
+    ),
     case!("notify.int32", "notify", "SPOE.txt §3.1", int32),
     case!("notify.uint32", "notify", "SPOE.txt §3.1", uint32),
     case!("notify.int64", "notify", "SPOE.txt §3.1", int64),
@@ -1044,21 +1287,106 @@ pub(crate) const ALL: &[Case] = &[
     case!("notify.string-binary", "notify", "SPOE.txt §3.1", strings),
     case!("notify.ipv4-ipv6", "notify", "SPOE.txt §3.1", ips),
     case!("notify.null-bool", "notify", "SPOE.txt §3.1", null_bool),
-    case!("notify.many-messages", "notify", "SPOE.txt §3.2.6 (LIST-OF-MESSAGES)", many_messages),
-    case!("notify.user-message", "notify", "SPOE.txt §3.2.6, §3.2.7", user_message),
-    case!("notify.unknown-data-type", "notify", "SPOE.txt §3.1, §3.5 status 4", unknown_data_type),
-    case!("notify.truncated", "notify", "SPOE.txt §3.2.6, §3.5 status 4", truncated),
-    case!("pipelining.20-in-flight", "pipelining", "SPOE.txt §3.2.1; HAProxy 3.1+ keeps ~20 in flight", pipe_20),
-    case!("pipelining.past-limit", "pipelining", "SPOE.txt §3.5 status 13", pipe_past_limit),
-    case!("fragmentation.announced", "pipelining", "SPOE.txt §3.2.1, §3.2.3; HAProxy 2.x/3.0", frag_announced),
-    case!("fragmentation.not-announced", "pipelining", "SPOE.txt §3.5 status 10", frag_not_announced),
-    case!("fragmentation.abort", "pipelining", "SPOE.txt §3.2.3 (ABORT flag)", frag_abort),
-    case!("resilience.haproxy-disconnect", "resilience", "SPOE.txt §3.2.8, §3.2.9", haproxy_disconnect),
-    case!("resilience.idle", "resilience", "SPOE.txt §3.5 (timeout idle)", idle),
-    case!("resilience.slow-reader", "resilience", "HAProxy stops reading when its buffers fill", slow_reader),
-    case!("resilience.reload-burst", "resilience", "HAProxy reload: 100 new connections at once", reload_burst),
-    case!("resilience.still-alive", "resilience", "the agent survived the suite", still_alive),
-    case!("timing.depth-1", "timing", "ACK latency, 1 in flight", latency_1),
-    case!("timing.depth-4", "timing", "ACK latency, 4 in flight", latency_4),
-    case!("timing.depth-20", "timing", "ACK latency, 20 in flight (HAProxy 3.1+)", latency_20),
+    case!(
+        "notify.many-messages",
+        "notify",
+        "SPOE.txt §3.2.6 (LIST-OF-MESSAGES)",
+        many_messages
+    ),
+    case!(
+        "notify.user-message",
+        "notify",
+        "SPOE.txt §3.2.6, §3.2.7",
+        user_message
+    ),
+    case!(
+        "notify.unknown-data-type",
+        "notify",
+        "SPOE.txt §3.1, §3.5 status 4",
+        unknown_data_type
+    ),
+    case!(
+        "notify.truncated",
+        "notify",
+        "SPOE.txt §3.2.6, §3.5 status 4",
+        truncated
+    ),
+    case!(
+        "pipelining.20-in-flight",
+        "pipelining",
+        "SPOE.txt §3.2.1; HAProxy 3.1+ keeps ~20 in flight",
+        pipe_20
+    ),
+    case!(
+        "pipelining.past-limit",
+        "pipelining",
+        "SPOE.txt §3.5 status 13",
+        pipe_past_limit
+    ),
+    case!(
+        "fragmentation.announced",
+        "pipelining",
+        "SPOE.txt §3.2.1, §3.2.3; HAProxy 2.x/3.0",
+        frag_announced
+    ),
+    case!(
+        "fragmentation.not-announced",
+        "pipelining",
+        "SPOE.txt §3.5 status 10",
+        frag_not_announced
+    ),
+    case!(
+        "fragmentation.abort",
+        "pipelining",
+        "SPOE.txt §3.2.3 (ABORT flag)",
+        frag_abort
+    ),
+    case!(
+        "resilience.haproxy-disconnect",
+        "resilience",
+        "SPOE.txt §3.2.8, §3.2.9",
+        haproxy_disconnect
+    ),
+    case!(
+        "resilience.idle",
+        "resilience",
+        "SPOE.txt §3.5 (timeout idle)",
+        idle
+    ),
+    case!(
+        "resilience.slow-reader",
+        "resilience",
+        "HAProxy stops reading when its buffers fill",
+        slow_reader
+    ),
+    case!(
+        "resilience.reload-burst",
+        "resilience",
+        "HAProxy reload: 100 new connections at once",
+        reload_burst
+    ),
+    case!(
+        "resilience.still-alive",
+        "resilience",
+        "the agent survived the suite",
+        still_alive
+    ),
+    case!(
+        "timing.depth-1",
+        "timing",
+        "ACK latency, 1 in flight",
+        latency_1
+    ),
+    case!(
+        "timing.depth-4",
+        "timing",
+        "ACK latency, 4 in flight",
+        latency_4
+    ),
+    case!(
+        "timing.depth-20",
+        "timing",
+        "ACK latency, 20 in flight (HAProxy 3.1+)",
+        latency_20
+    ),
 ];

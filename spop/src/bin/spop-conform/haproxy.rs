@@ -42,9 +42,11 @@ fn sample(spec: &str) -> Option<String> {
 fn agent_vars(addr: SocketAddr, message: &Notify) -> Result<Vec<String>, String> {
     let t = Duration::from_secs(2);
     let mut c = Conn::connect(addr, t).map_err(|e| e.to_string())?;
-    c.send(&Hello::standard().frame()).map_err(|e| e.to_string())?;
+    c.send(&Hello::standard().frame())
+        .map_err(|e| e.to_string())?;
     let _ = c.recv(t);
-    c.send(&wire::notify(1, 1, message)).map_err(|e| e.to_string())?;
+    c.send(&wire::notify(1, 1, message))
+        .map_err(|e| e.to_string())?;
     match c.recv(t) {
         Got::Frame(f, _) => match f.body {
             FrameBody::Ack(a) => Ok(a
@@ -121,7 +123,13 @@ pub(crate) fn run(
     let version = Command::new(haproxy)
         .arg("-v")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .map_err(|e| format!("cannot run {}: {e}", haproxy.display()))?;
     let log = std::fs::File::create(dir.join("haproxy.log")).map_err(|e| e.to_string())?;
     let mut child = Command::new(haproxy)
@@ -157,7 +165,9 @@ pub(crate) fn run(
                 .iter()
                 .find(|v| body.contains(&format!(" {v}= ")) || body.ends_with(&format!(" {v}=")))
             {
-                return Err(format!("the agent's variable txn.conform.{missing} did not reach HAProxy: {body}"));
+                return Err(format!(
+                    "the agent's variable txn.conform.{missing} did not reach HAProxy: {body}"
+                ));
             }
             bodies.push(body);
         }

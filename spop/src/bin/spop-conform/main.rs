@@ -115,7 +115,10 @@ fn main() -> ExitCode {
         for c in cases::ALL {
             println!("{:<34} {:<11} {}", c.id, c.group, c.cites);
         }
-        println!("{:<34} {:<11} with --haproxy PATH", "haproxy.requests", "haproxy");
+        println!(
+            "{:<34} {:<11} with --haproxy PATH",
+            "haproxy.requests", "haproxy"
+        );
         return ExitCode::SUCCESS;
     }
     let mut builder = Notify::builder().message(&cli.message);
@@ -187,7 +190,10 @@ fn main() -> ExitCode {
         {
             unreachable_after = Some(case.id);
             if !cli.json {
-                println!("     (the agent no longer accepts connections after {}: crashed?)", case.id);
+                println!(
+                    "     (the agent no longer accepts connections after {}: crashed?)",
+                    case.id
+                );
             }
         }
     }

@@ -103,7 +103,11 @@ impl Hello {
             kv(&mut p, "healthcheck", &TypedData::Bool(true));
         }
         if self.engine_id {
-            kv(&mut p, "engine-id", &TypedData::from("spop-conform-0000-0000"));
+            kv(
+                &mut p,
+                "engine-id",
+                &TypedData::from("spop-conform-0000-0000"),
+            );
         }
         p
     }
@@ -237,7 +241,8 @@ impl Conn {
                     ))
                 }
                 Ok(n) => {
-                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    self.buf
+                        .extend_from_slice(chunk.get(..n).unwrap_or_default());
                     self.pending_reads += 1;
                 }
                 Err(e)
@@ -283,7 +288,9 @@ impl Conn {
     pub(crate) fn reset_after(self, wait: Duration) {
         std::thread::sleep(wait);
         let mut probe = [0u8; 1];
-        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)));
         let _ = self.stream.peek(&mut probe);
         drop(self.stream);
     }
