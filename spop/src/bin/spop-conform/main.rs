@@ -26,6 +26,14 @@ use serde_json::json;
 
 use cases::{Ctx, Outcome};
 
+/// `println!` that ignores a closed stdout (`spop-conform ... | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Plays HAProxy against an SPOP agent and scores it, case by case.
 #[derive(Debug, Parser)]
 #[command(name = "spop-conform", version, about)]
@@ -113,11 +121,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.list {
         for c in cases::ALL {
-            println!("{:<34} {:<11} {}", c.id, c.group, c.cites);
+            out!("{:<34} {:<11} {}", c.id, c.group, c.cites);
         }
-        println!(
+        out!(
             "{:<34} {:<11} with --haproxy PATH",
-            "haproxy.requests", "haproxy"
+            "haproxy.requests",
+            "haproxy"
         );
         return ExitCode::SUCCESS;
     }
@@ -190,7 +199,7 @@ fn main() -> ExitCode {
         {
             unreachable_after = Some(case.id);
             if !cli.json {
-                println!(
+                out!(
                     "     (the agent no longer accepts connections after {}: crashed?)",
                     case.id
                 );
@@ -238,15 +247,15 @@ fn main() -> ExitCode {
             "frames_split_across_reads": split,
             "agent_unreachable_after": unreachable_after,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!(
+        out!(
             "\nscore: {passed}/{} passed, {failed} failed, {na} not applicable ({} frames of the agent arrived split across reads)",
             passed + failed,
             split
         );
         if let Some(id) = unreachable_after {
-            println!("the agent stopped accepting connections after {id}");
+            out!("the agent stopped accepting connections after {id}");
         }
     }
     if failed == 0 {
@@ -263,7 +272,7 @@ fn print_row(r: &Row) {
         _ => "N/A ",
     };
     match &r.detail {
-        Some(d) => println!("{mark} {:<34} {d}   [{}]", r.id, r.cites),
-        None => println!("{mark} {:<34} [{}]", r.id, r.cites),
+        Some(d) => out!("{mark} {:<34} {d}   [{}]", r.id, r.cites),
+        None => out!("{mark} {:<34} [{}]", r.id, r.cites),
     }
 }
