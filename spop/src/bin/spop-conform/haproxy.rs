@@ -1,7 +1,9 @@
 //! `--haproxy PATH`: the agent behind a real HAProxy. A frontend on a loopback
 //! port sends the user's message with `http-request send-spoe-group`, then
-//! answers with the SPOE error variable and the variables the agent set; a
-//! few requests must come back 200 with no SPOE error and those variables.
+//! answers with the SPOE error variable, the processing time HAProxy measured
+//! (`option set-process-time`: set once the agent's ACK arrived) and the
+//! variables the agent set; a few requests must come back 200 with no SPOE
+//! error, a processing time, and those variables.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -108,14 +110,14 @@ pub(crate) fn run(
         format!("    args {}\n", sample_args.join(" "))
     };
     let spoe = format!(
-        "[conform]\nspoe-agent conform-agent\n    groups conform-grp\n    option var-prefix conform\n    option set-on-error error\n    timeout hello 2s\n    timeout idle 30s\n    timeout processing 2s\n    use-backend conform-agents\n\nspoe-group conform-grp\n    messages {message}\n\nspoe-message {message}\n{args_line}"
+        "[conform]\nspoe-agent conform-agent\n    groups conform-grp\n    option var-prefix conform\n    option set-on-error error\n    option set-process-time ptime\n    timeout hello 2s\n    timeout idle 30s\n    timeout processing 2s\n    use-backend conform-agents\n\nspoe-group conform-grp\n    messages {message}\n\nspoe-message {message}\n{args_line}"
     );
     let shown: String = vars
         .iter()
         .map(|v| format!(" {v}=%[var(txn.conform.{v})]"))
         .collect();
     let cfg = format!(
-        "global\n    nbthread 1\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\nfrontend www\n    bind 127.0.0.1:{port}\n    filter spoe engine conform config {spoe}\n    http-request send-spoe-group conform conform-grp\n    http-request return status 200 content-type text/plain lf-string \"error=%[var(txn.conform.error)]{shown}\"\n\nbackend conform-agents\n    mode tcp\n    timeout connect 5s\n    timeout server 10s\n    server agent1 {agent}\n",
+        "global\n    nbthread 1\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\nfrontend www\n    bind 127.0.0.1:{port}\n    filter spoe engine conform config {spoe}\n    http-request send-spoe-group conform conform-grp\n    http-request return status 200 content-type text/plain lf-string \"error=%[var(txn.conform.error)] ptime=%[var(txn.conform.ptime)]{shown}\"\n\nbackend conform-agents\n    mode tcp\n    timeout connect 5s\n    timeout server 10s\n    server agent1 {agent}\n",
         spoe = spoe_path.display()
     );
     std::fs::write(&spoe_path, spoe).map_err(|e| e.to_string())?;
@@ -156,9 +158,14 @@ pub(crate) fn run(
             if status != 200 {
                 return Err(format!("HTTP {status}: {body}"));
             }
-            if !body.starts_with("error= ") && body != "error=" {
+            if !body.starts_with("error= ") {
                 return Err(format!(
                     "HAProxy's SPOE reports an error (txn.conform.error, see HAProxy's SPOE error codes): {body}"
+                ));
+            }
+            if body.contains(" ptime= ") || body.ends_with(" ptime=") {
+                return Err(format!(
+                    "HAProxy measured no processing time (txn.conform.ptime is empty): the message did not make a round trip: {body}"
                 ));
             }
             if let Some(missing) = vars
@@ -172,7 +179,7 @@ pub(crate) fn run(
             bodies.push(body);
         }
         Ok(format!(
-            "{version}: 5 requests, 200, no SPOE error; {}",
+            "{version}: 5 requests, 200, no SPOE error, a processing time measured; {}",
             bodies.first().cloned().unwrap_or_default()
         ))
     })();
