@@ -198,6 +198,8 @@ fn broken_agent_fails_with_reasons() {
         "pipelining.20-in-flight",
         "--case",
         "notify.unknown-data-type",
+        "--case",
+        "fragmentation.not-announced",
     ]);
     let expect = [
         ("hello.version.none-common", "expected AGENT-DISCONNECT 8"),
@@ -207,6 +209,10 @@ fn broken_agent_fails_with_reasons() {
         ("frame.agent-hello.one-read", "split across reads"),
         ("pipelining.20-in-flight", "4 of 20 pipelined NOTIFYs ACKed"),
         ("notify.unknown-data-type", "AGENT-DISCONNECT status 99"),
+        (
+            "fragmentation.not-announced",
+            "expected AGENT-DISCONNECT 10",
+        ),
     ];
     for (id, why) in expect {
         let c = case(&report, id);
@@ -220,7 +226,7 @@ fn broken_agent_fails_with_reasons() {
         case(&report, "hello.max-frame-size.16380")["result"],
         "pass"
     );
-    assert!(report["score"]["failed"].as_u64().unwrap() >= 7);
+    assert!(report["score"]["failed"].as_u64().unwrap() >= 8);
 }
 
 #[test]
