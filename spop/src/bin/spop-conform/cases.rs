@@ -891,6 +891,54 @@ fn frag_abort(ctx: &Ctx) -> V {
     fail("the NOTIFY after an aborted one was not ACKed")
 }
 
+fn frag_interlaced(ctx: &Ctx) -> V {
+    let (mut conn, h) = ctx.session()?;
+    if !h.capabilities.contains(Capabilities::FRAGMENTATION) {
+        return na("the agent does not announce fragmentation");
+    }
+    let p = ctx.message.payload();
+    let half = p.len() / 2;
+    let (a, b) = (
+        p.get(..half).unwrap_or_default(),
+        p.get(half..).unwrap_or_default(),
+    );
+    let mut out = wire::frame(ty::NOTIFY, 0, 5, 1, a);
+    out.extend(wire::frame(ty::NOTIFY, 0, 6, 1, a));
+    out.extend(wire::frame(ty::UNSET, FIN, 5, 1, b));
+    out.extend(wire::frame(ty::UNSET, FIN, 6, 1, b));
+    conn.send(&out).or_else(|e| fail(format!("write: {e}")))?;
+    let mut acked = HashSet::new();
+    while acked.len() < 2 {
+        match ctx.recv(&mut conn) {
+            Got::Frame(f, _) => match &f.body {
+                FrameBody::Ack(_) => {
+                    acked.insert((f.metadata.stream_id, f.metadata.frame_id));
+                }
+                FrameBody::AgentDisconnect(d) if matches!(d.status.code(), 11 | 12) => {
+                    return Ok(Some(format!("refused with status {}", d.status.code())))
+                }
+                _ => {
+                    return fail(format!(
+                        "got {}, expected both ACKs or AGENT-DISCONNECT 11 (SPOE.txt §3.5: invalid interlaced frames)",
+                        wire::describe_frame(&f)
+                    ))
+                }
+            },
+            other => {
+                return fail(format!(
+                    "got {}, expected both ACKs or AGENT-DISCONNECT 11 (SPOE.txt §3.5)",
+                    other.describe()
+                ))
+            }
+        }
+    }
+    if acked == HashSet::from([(5, 1), (6, 1)]) {
+        Ok(Some("reassembled both".into()))
+    } else {
+        fail(format!("ACKs for {acked:?}, expected 5/1 and 6/1"))
+    }
+}
+
 // ---------------------------------------------------------------- resilience
 
 fn haproxy_disconnect(ctx: &Ctx) -> V {
@@ -1340,6 +1388,12 @@ pub(crate) const ALL: &[Case] = &[
         "pipelining",
         "SPOE.txt §3.2.3 (ABORT flag)",
         frag_abort
+    ),
+    case!(
+        "fragmentation.interlaced",
+        "pipelining",
+        "SPOE.txt §3.2.3, §3.5 status 11",
+        frag_interlaced
     ),
     case!(
         "resilience.haproxy-disconnect",
