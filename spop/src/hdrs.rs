@@ -70,7 +70,15 @@ impl Headers {
         }
     }
 
+    /// A block the builder made: valid by construction.
+    pub(crate) const fn from_validated(block: Bytes, count: usize) -> Self {
+        Self { block, count }
+    }
+
     /// Builds a block from `(name, value)` pairs, with its end marker.
+    ///
+    /// Nothing is checked (an empty name ends the block early); see
+    /// [`HeadersBuilder`](crate::HeadersBuilder) for blocks handed to HAProxy.
     pub fn encode<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         headers: impl IntoIterator<Item = (N, V)>,
     ) -> Bytes {

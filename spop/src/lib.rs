@@ -22,7 +22,9 @@
 //! - [`Frame`] with [`FrameBody`]: every frame type, decoded from a `Bytes`
 //!   payload without copying ([`Notify`] validates once and iterates lazily),
 //!   encoded with an exact [`Frame::encoded_len`].
-//! - [`Headers`]: the `req.hdrs_bin` blocks agents receive most.
+//! - [`Headers`]: the `req.hdrs_bin` blocks agents receive most;
+//!   [`HeadersBuilder`] and [`HeaderNames`] build the blocks HAProxy 3.4's
+//!   `set-headers-bin` / `add-headers-bin` / `del-headers-bin` take.
 //! - [`Reassembler`]: fragmented NOTIFY (HAProxy 2.x), sans-IO, capped.
 //! - [`SpopCodec`] (feature `codec`): a `tokio_util::codec` Decoder/Encoder.
 //! - [`runtime`] (feature `runtime`): a tokio agent server around a handler
@@ -64,6 +66,7 @@ mod error;
 mod fragment;
 mod frame;
 mod hdrs;
+mod hdrs_build;
 mod reader;
 mod status;
 pub mod varint;
@@ -82,6 +85,7 @@ pub use frame::{
     FrameType, HaproxyHello, Message, Messages, Metadata, Notify, NotifyBuilder, VarScope,
 };
 pub use hdrs::{HeaderIter, Headers};
+pub use hdrs_build::{base64, HeaderNames, HeadersBuilder, InvalidHeader};
 pub use status::Status;
 
 #[cfg(feature = "codec")]
