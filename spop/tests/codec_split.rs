@@ -34,7 +34,7 @@ fn files() -> Vec<(PathBuf, Bytes)> {
             out.push((p, b));
         }
     }
-    assert_eq!(out.len(), 26);
+    assert_eq!(out.len(), 2 * 17 + 2 * 9);
     out
 }
 
