@@ -155,12 +155,34 @@ async fn handshake_negotiates_size_and_capabilities() {
     );
     drop(client);
 
-    // By default the agent takes what HAProxy proposes.
+    // By default the agent answers at most 16380 (HAProxy's default), even
+    // when HAProxy proposes more; a larger setting follows tune.bufsize.
     let (_a, addr2, _t2) = start(Agent::builder(), echo).await;
     let client = Client::connect(addr2, HaproxyHello::new(131068, Capabilities::PIPELINING))
         .await
         .unwrap();
+    assert_eq!(client.agent_hello().max_frame_size, 16380);
+    let (_a3, addr3, _t3) = start(Agent::builder().max_frame_size(1048572), echo).await;
+    let client = Client::connect(addr3, HaproxyHello::new(131068, Capabilities::PIPELINING))
+        .await
+        .unwrap();
     assert_eq!(client.agent_hello().max_frame_size, 131068);
+    // A setting above the ceiling is lowered to it.
+    let (a4, addr4, _t4) = start(Agent::builder().max_frame_size(u32::MAX), echo).await;
+    assert_eq!(
+        a4.config().max_frame_size,
+        haproxy_spop::MAX_FRAME_SIZE_CEILING
+    );
+    let client = Client::connect(
+        addr4,
+        HaproxyHello::new(0xffff_fff0, Capabilities::PIPELINING),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client.agent_hello().max_frame_size,
+        haproxy_spop::MAX_FRAME_SIZE_CEILING
+    );
     // fragmentation is what the agent can receive: announced even though
     // HAProxy's HELLO does not list it (HAProxy 2.6 never does).
     assert_eq!(
