@@ -494,7 +494,17 @@ impl Connection {
             if !self.charge(target) {
                 return None;
             }
-            self.read.reserve(want);
+            let len = self.read.len();
+            if len <= READ_STEP {
+                // Small: let BytesMut reclaim room in place or grow (at most
+                // a few steps).
+                self.read.reserve(want);
+            } else {
+                // Large frame under way: grow exactly, not by doubling.
+                let mut grown = BytesMut::with_capacity(len + want);
+                grown.extend_from_slice(&self.read);
+                self.read = grown;
+            }
             self.sync_memory();
         }
         Some(&mut self.read)
