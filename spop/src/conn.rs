@@ -349,7 +349,9 @@ pub struct Connection {
     /// Since when bytes are pending without progress.
     write_since: Option<Instant>,
     events: VecDeque<Event>,
-    pending: HashMap<(u64, u64), Pending>,
+    pending: HashMap<(u64, u64), Pending, IdHasher>,
+    /// What [`Stats::in_flight`] was told of this connection.
+    reported_in_flight: u64,
     /// Handler deadlines in order (handler_timeout is constant); entries whose
     /// frame was answered are skipped.
     deadlines: VecDeque<(Instant, u64, u64)>,
@@ -398,7 +400,8 @@ impl Connection {
             written_total: 0,
             write_since: None,
             events: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
+            reported_in_flight: 0,
             deadlines: VecDeque::new(),
             in_flight_bytes: 0,
             last_activity: now,
@@ -574,6 +577,7 @@ impl Connection {
         if self.charged > self.usage() {
             self.sync_memory();
         }
+        self.sync_gauge();
     }
 
     /// The next instant at which [`Connection::handle_timeout`] has work.
@@ -634,11 +638,17 @@ impl Connection {
             match self.state {
                 State::Hello { .. } => {}
                 State::Open if self.pending.len() < self.settings.max_in_flight => {}
-                _ => return None,
+                _ => {
+                    self.sync_gauge();
+                    return None;
+                }
             }
             let frame = match self.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.sync_gauge();
+                    return None;
+                }
                 Err(err) => {
                     self.protocol_error(&err);
                     continue;
@@ -706,6 +716,7 @@ impl Connection {
             self.queued.pop_front();
         }
         self.write_since = (!self.write.is_empty()).then_some(self.clock);
+        self.sync_gauge();
         if self.write.is_empty() && self.state == State::Closing {
             self.close(None);
         }
@@ -821,7 +832,6 @@ impl Connection {
                 self.pending.insert(ids, Pending { deadline, bytes });
                 self.deadlines.push_back((deadline, ids.0, ids.1));
                 self.in_flight_bytes += bytes;
-                self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
                 Some(NotifyRequest {
                     stream_id: ids.0,
                     frame_id: ids.1,
@@ -865,7 +875,6 @@ impl Connection {
     /// Bookkeeping for an answered (or expired) frame.
     fn answered(&mut self, p: Pending) {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(p.bytes);
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         // Forget deadlines of frames already answered.
         while let Some(&(t, s, f)) = self.deadlines.front() {
             if self.pending.get(&(s, f)).is_some_and(|p| p.deadline == t) {
@@ -969,14 +978,27 @@ impl Connection {
 
     /// Drops the read buffer, reassembly and frames in flight.
     fn release_input(&mut self) {
-        let dropped = self.pending.len() as u64;
-        self.stats.in_flight.fetch_sub(dropped, Ordering::Relaxed);
         self.pending.clear();
         self.deadlines.clear();
         self.in_flight_bytes = 0;
         self.reassembler.clear();
         self.read = BytesMut::new();
         self.sync_memory();
+        self.sync_gauge();
+    }
+
+    /// Brings [`Stats::in_flight`] up to date (once per batch, not per frame:
+    /// the counters are shared by all connections).
+    fn sync_gauge(&mut self) {
+        let now = self.pending.len() as u64;
+        if now > self.reported_in_flight {
+            let d = now - self.reported_in_flight;
+            self.stats.in_flight.fetch_add(d, Ordering::Relaxed);
+        } else if now < self.reported_in_flight {
+            let d = self.reported_in_flight - now;
+            self.stats.in_flight.fetch_sub(d, Ordering::Relaxed);
+        }
+        self.reported_in_flight = now;
     }
 
     /// What this connection holds, as charged to the budget.
@@ -1014,8 +1036,38 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.budget.shrink(self.charged);
-        let dropped = self.pending.len() as u64;
-        self.stats.in_flight.fetch_sub(dropped, Ordering::Relaxed);
+        self.stats
+            .in_flight
+            .fetch_sub(self.reported_in_flight, Ordering::Relaxed);
+    }
+}
+
+/// A cheap hasher for the (stream-id, frame-id) keys of frames in flight.
+/// The peer chooses the ids, but the map holds at most `max_in_flight`
+/// entries, so collisions cost little.
+#[derive(Clone, Copy, Default)]
+struct IdHasher;
+
+impl std::hash::BuildHasher for IdHasher {
+    type Hasher = IdHash;
+    fn build_hasher(&self) -> IdHash {
+        IdHash(0)
+    }
+}
+
+struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 

@@ -109,16 +109,19 @@ where
     /// Ready once the connection is over.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.conn.handle_timeout(Instant::now());
+        if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
+            self.stopping = true;
+            self.conn.shutdown(Instant::now());
+        }
         for _ in 0..ROUNDS_PER_POLL {
             let mut progress = false;
-            if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
-                self.stopping = true;
-                self.conn.shutdown(Instant::now());
-                progress = true;
-            }
             // Finished handlers, all of them before one write.
             while let Poll::Ready(Some((stream_id, frame_id, outcome))) =
-                self.in_flight.poll_next_unpin(cx)
+                if self.in_flight.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    self.in_flight.poll_next_unpin(cx)
+                }
             {
                 self.aborts.remove(&(stream_id, frame_id));
                 self.answer(stream_id, frame_id, outcome);
