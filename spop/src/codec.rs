@@ -84,7 +84,7 @@ impl Decoder for SpopCodec {
             }
             .into());
         }
-        let total = 4 + len as usize;
+        let total = (len as usize).saturating_add(4);
         if src.len() < total {
             // Room for what arrives next, never the whole announced LENGTH.
             src.reserve((total - src.len()).min(READ_STEP));

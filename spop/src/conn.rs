@@ -383,7 +383,7 @@ impl Connection {
         Self {
             reassembler: Reassembler::new(settings.max_reassembly_bytes),
             state: State::Hello {
-                deadline: now + settings.hello_timeout,
+                deadline: after(now, settings.hello_timeout),
             },
             settings,
             stats: Arc::new(Stats::default()),
@@ -484,7 +484,9 @@ impl Connection {
                     self.frame_too_big(len);
                     return None;
                 }
-                (4 + len as usize).saturating_sub(self.read.len())
+                (len as usize)
+                    .saturating_add(4)
+                    .saturating_sub(self.read.len())
             }
             None => 4 - self.read.len().min(4),
         };
@@ -546,7 +548,7 @@ impl Connection {
         }
         let now = self.clock;
         if let Some(since) = self.write_since {
-            if !self.write.is_empty() && now >= since + self.settings.write_timeout {
+            if !self.write.is_empty() && now >= after(since, self.settings.write_timeout) {
                 self.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
                 self.close(Some(CloseReason::WriteTimeout));
                 return;
@@ -561,7 +563,7 @@ impl Connection {
                 match self.state {
                     State::Open
                         if self.pending.is_empty()
-                            && now >= self.last_activity + self.settings.idle_timeout =>
+                            && now >= after(self.last_activity, self.settings.idle_timeout) =>
                     {
                         self.disconnect(Status::TIMEOUT, "idle timeout");
                     }
@@ -585,12 +587,12 @@ impl Connection {
         let write = self
             .write_since
             .filter(|_| !self.write.is_empty() && self.state != State::Closed)
-            .map(|t| t + self.settings.write_timeout);
+            .map(|t| after(t, self.settings.write_timeout));
         let state = match self.state {
             State::Hello { deadline } => Some(deadline),
             State::Open => {
                 if self.pending.is_empty() {
-                    Some(self.last_activity + self.settings.idle_timeout)
+                    Some(after(self.last_activity, self.settings.idle_timeout))
                 } else {
                     self.deadlines.front().map(|&(t, _, _)| t)
                 }
@@ -617,7 +619,7 @@ impl Connection {
             State::Hello { .. } => self.disconnect(Status::NORMAL, "agent shutting down"),
             State::Open => {
                 self.state = State::Draining {
-                    deadline: self.clock + self.settings.shutdown_timeout,
+                    deadline: after(self.clock, self.settings.shutdown_timeout),
                 };
                 self.finish_draining();
             }
@@ -827,7 +829,7 @@ impl Connection {
                     );
                     return None;
                 }
-                let deadline = self.clock + self.settings.handler_timeout;
+                let deadline = after(self.clock, self.settings.handler_timeout);
                 let bytes = notify.payload().len();
                 self.pending.insert(ids, Pending { deadline, bytes });
                 self.deadlines.push_back((deadline, ids.0, ids.1));
@@ -1042,6 +1044,14 @@ impl Drop for Connection {
     }
 }
 
+/// `t + d`, or a far instant if that overflows (a `Duration::MAX` setting
+/// means "never", not a panic).
+pub(crate) fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(t)
+}
+
 /// A cheap hasher for the (stream-id, frame-id) keys of frames in flight.
 /// The peer chooses the ids, but the map holds at most `max_in_flight`
 /// entries, so collisions cost little.
@@ -1087,7 +1097,7 @@ pub(crate) fn take_frame(src: &mut BytesMut, max: u32) -> Result<Option<Bytes>, 
             max,
         });
     }
-    let total = 4 + len as usize;
+    let total = (len as usize).saturating_add(4);
     if src.len() < total {
         return Ok(None);
     }

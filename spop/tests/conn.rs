@@ -703,3 +703,25 @@ fn shutdown_drains_in_flight_frames_then_says_0() {
     assert_eq!(c.stats().in_flight(), 0);
     assert_eq!(c.send_ack(1, 1, Ack::new()), AckStatus::Refused);
 }
+
+#[test]
+fn huge_durations_mean_never_not_a_panic() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.hello_timeout = Duration::MAX;
+    s.idle_timeout = Duration::MAX;
+    s.handler_timeout = Duration::MAX;
+    s.write_timeout = Duration::MAX;
+    s.shutdown_timeout = Duration::MAX;
+    let mut c = Connection::new(s.clone(), t0);
+    assert!(c.poll_timeout().unwrap() > t0 + 3650 * 86_400 * S);
+    let mut c2 = open(s, t0);
+    c2.recv(&wire(&[Frame::notify(1, 1, notify(1))]));
+    events(&mut c2);
+    c2.shutdown(t0 + S);
+    c2.handle_timeout(t0 + 1000 * S);
+    assert!(!c2.is_closed());
+    assert_eq!(c2.send_ack(1, 1, Ack::new()), AckStatus::Queued);
+    c.handle_timeout(t0 + 1000 * S);
+    assert!(events(&mut c).is_empty());
+}

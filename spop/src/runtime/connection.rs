@@ -84,7 +84,7 @@ where
         in_flight: FuturesUnordered::new(),
         aborts: HashMap::new(),
         sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            now + inner.config.hello_timeout,
+            crate::conn::after(now, inner.config.hello_timeout),
         ))),
         armed: None,
         stop: Box::pin(shutdown_requested(rx)),
@@ -210,7 +210,7 @@ where
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.shut {
             self.shut = true;
-            let deadline = Instant::now() + self.inner.config.write_timeout;
+            let deadline = crate::conn::after(Instant::now(), self.inner.config.write_timeout);
             self.sleep
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline));
