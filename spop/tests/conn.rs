@@ -30,7 +30,14 @@ fn wire(frames: &[Frame]) -> Vec<u8> {
 }
 
 fn hello_frame(size: u32, caps: Capabilities) -> Frame {
-    Frame::haproxy_hello(HaproxyHello::new(size, caps))
+    // Spelled out: HaproxyHello::new needs the runtime feature.
+    Frame::haproxy_hello(HaproxyHello {
+        supported_versions: Bytes::from_static(b"2.0"),
+        max_frame_size: size,
+        capabilities: caps,
+        healthcheck: false,
+        engine_id: None,
+    })
 }
 
 fn notify(n: i64) -> Notify {
