@@ -732,3 +732,137 @@ fn huge_durations_mean_never_not_a_panic() {
     c.handle_timeout(t0 + 1000 * S);
     assert!(events(&mut c).is_empty());
 }
+
+/// One step of a random peer and application.
+#[derive(Debug, Clone)]
+enum Op {
+    Notify(u64, u64),
+    Fragment {
+        start: bool,
+        fin: bool,
+        abort: bool,
+        len: usize,
+    },
+    Garbage(Vec<u8>),
+    Disconnect,
+    Ack(usize, usize),
+    Time(u64),
+    Write(usize),
+    Shutdown,
+    Eof,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (0u64..4, 0u64..4).prop_map(|(s, f)| Op::Notify(s, f)),
+        3 => (any::<bool>(), any::<bool>(), any::<bool>(), 0usize..40_000)
+            .prop_map(|(start, fin, abort, len)| Op::Fragment { start, fin, abort, len }),
+        1 => proptest::collection::vec(any::<u8>(), 0..20).prop_map(Op::Garbage),
+        1 => Just(Op::Disconnect),
+        6 => (0usize..8, 0usize..20_000).prop_map(|(i, len)| Op::Ack(i, len)),
+        4 => (0u64..3000).prop_map(Op::Time),
+        4 => (0usize..70_000).prop_map(Op::Write),
+        1 => Just(Op::Shutdown),
+        1 => Just(Op::Eof),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Whatever the peer sends and the application does: no panic, the read
+    /// buffer stays within a few steps of what it holds, the bytes out are
+    /// whole frames, and no frame gets two ACKs.
+    #[test]
+    fn random_peers_and_applications(ops in proptest::collection::vec(op(), 0..60)) {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut s = settings();
+        s.max_frame_size = 65_532;
+        s.max_in_flight = 4;
+        let budget = MemoryBudget::new(1 << 20);
+        let mut c = Connection::new(s, t0).with_budget(budget.clone());
+        c.recv(&wire(&[hello_frame(65_532, Capabilities::PIPELINING | Capabilities::FRAGMENTATION)]));
+        let mut written = Vec::new();
+        let mut handed: Vec<(u64, u64)> = Vec::new();
+        let mut delivered = std::collections::HashMap::<(u64, u64), usize>::new();
+        for op in ops {
+            let bytes = match op {
+                Op::Notify(s, f) => wire(&[Frame::notify(s, f, notify(1))]),
+                Op::Fragment { start, fin, abort, len } => {
+                    let flags = if fin { Flags::FIN.0 } else { 0 } | if abort { Flags::ABORT.0 } else { 0 };
+                    let kind = if start { FrameType::NOTIFY } else { FrameType::UNSET };
+                    wire(&[fragment(kind, flags, &vec![0u8; len])])
+                }
+                Op::Garbage(g) => g,
+                Op::Disconnect => wire(&[Frame::haproxy_disconnect(Status::NORMAL, "bye")]),
+                Op::Ack(i, len) => {
+                    if !handed.is_empty() {
+                        let (s, f) = handed.remove(i % handed.len());
+                        let v = "v".repeat(len);
+                        c.send_ack(s, f, Ack::new().set_var(VarScope::TRANSACTION, "v", v));
+                    }
+                    Vec::new()
+                }
+                Op::Time(ms) => {
+                    t += Duration::from_millis(ms);
+                    c.handle_timeout(t);
+                    Vec::new()
+                }
+                Op::Write(n) => {
+                    let n = n.min(c.transmit().len());
+                    written.extend_from_slice(&c.transmit()[..n]);
+                    c.advance(n);
+                    Vec::new()
+                }
+                Op::Shutdown => {
+                    c.shutdown(t);
+                    Vec::new()
+                }
+                Op::Eof => {
+                    c.handle_eof();
+                    Vec::new()
+                }
+            };
+            c.recv(&bytes);
+            let buf = c.read_buffer();
+            proptest::prop_assert!(buf.capacity() <= buf.len() + 4 * READ_STEP);
+            while let Some(ev) = c.poll_event() {
+                if let Event::Notify(req) = ev {
+                    handed.push((req.stream_id, req.frame_id));
+                    *delivered.entry((req.stream_id, req.frame_id)).or_default() += 1;
+                }
+            }
+            proptest::prop_assert!(c.in_flight() <= 4);
+            if c.is_closed() {
+                proptest::prop_assert!(c.transmit().is_empty());
+            }
+        }
+        let rest = c.transmit().to_vec();
+        c.advance(rest.len());
+        written.extend_from_slice(&rest);
+        let mut acks = std::collections::HashMap::<(u64, u64), usize>::new();
+        // A write timeout or EOF may cut the last frame: whole ones only.
+        let mut whole = Bytes::from(written);
+        let mut frames = Vec::new();
+        while let Some(head) = whole.first_chunk::<4>() {
+            let len = u32::from_be_bytes(*head) as usize;
+            if whole.len() < 4 + len {
+                break;
+            }
+            frames.push(Frame::decode(whole.slice(4..4 + len)).unwrap());
+            whole = whole.slice(4 + len..);
+        }
+        for f in frames {
+            if let FrameBody::Ack(_) = f.body {
+                *acks.entry((f.metadata.stream_id, f.metadata.frame_id)).or_default() += 1;
+            }
+        }
+        for (ids, n) in acks {
+            proptest::prop_assert!(n <= delivered.get(&ids).copied().unwrap_or(0), "{ids:?}");
+        }
+        drop(c);
+        proptest::prop_assert_eq!(budget.used(), 0);
+    }
+}
