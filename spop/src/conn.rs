@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::{
     negotiate, Ack, AgentHello, Capabilities, DecodeError, Disconnect, Frame, FrameBody, FrameType,
@@ -575,8 +575,9 @@ impl Connection {
             }
             _ => {}
         }
-        // Release what was freed since the last growth.
-        if self.charged > self.usage() {
+        // Release what was freed since the last growth (with some slack, so
+        // that a busy connection does not touch the shared budget per wake).
+        if self.charged > self.usage().saturating_add(READ_STEP) {
             self.sync_memory();
         }
         self.sync_gauge();
@@ -921,17 +922,18 @@ impl Connection {
     /// Encodes `frame` into the write buffer; `false` (nothing written) if
     /// it does not fit the frame size.
     fn queue(&mut self, frame: &Frame) -> bool {
+        let len = frame.encoded_len();
+        if len > self.frame_size as usize {
+            return false;
+        }
         if self.write.is_empty() {
             self.write_since = Some(self.clock);
         }
-        let before = self.write.len();
-        if frame
-            .encode_framed(&mut self.write, self.frame_size)
-            .is_err()
-        {
-            return false;
-        }
-        self.queued_total += (self.write.len() - before) as u64;
+        self.write.reserve(4 + len);
+        // len <= frame_size, a u32.
+        self.write.put_u32(len as u32);
+        frame.encode(&mut self.write);
+        self.queued_total += 4 + len as u64;
         self.queued
             .push_back((self.queued_total, frame.frame_type()));
         true
