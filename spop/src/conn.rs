@@ -27,7 +27,13 @@
 //! let mut conn = Connection::new(Settings::default(), t0);
 //! // What HAProxy sends: HELLO, then a NOTIFY, in one read.
 //! let mut wire = Vec::new();
-//! let hello = HaproxyHello::new(16380, Capabilities::PIPELINING);
+//! let hello = HaproxyHello {
+//!     supported_versions: "2.0".into(),
+//!     max_frame_size: 16380,
+//!     capabilities: Capabilities::PIPELINING,
+//!     healthcheck: false,
+//!     engine_id: None,
+//! };
 //! Frame::haproxy_hello(hello).encode_framed(&mut wire, 16380).unwrap();
 //! let notify = Notify::builder().message("m").arg("n", 7).build().unwrap();
 //! Frame::notify(1, 1, notify).encode_framed(&mut wire, 16380).unwrap();
