@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 vectors="$here/../spop/tests/vectors"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{decode_frame,codec_stream,varint,hdrs_bin,reassembly,roundtrip}
+mkdir -p "$corpus"/{decode_frame,codec_stream,varint,hdrs_bin,reassembly,roundtrip,conn}
 for f in "$vectors"/*/*.bin; do
     name="$(basename "$(dirname "$f")")-$(basename "$f" .bin)"
     # decode_frame: the payload after the 4-byte LENGTH.

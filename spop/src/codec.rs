@@ -3,16 +3,17 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::{DecodeError, Error, Frame};
-
-/// HAProxy's default max-frame-size (`tune.bufsize` 16384 - 4).
-pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16380;
+use crate::conn::READ_STEP;
+use crate::{DecodeError, Error, Frame, DEFAULT_MAX_FRAME_SIZE};
 
 /// Decodes and encodes SPOP frames on a byte stream.
 ///
 /// The decoder reads the 4-byte LENGTH, refuses a length above the max frame
 /// size before buffering anything more (so a peer cannot make it grow), and
-/// returns `Ok(None)` only while a frame is incomplete. Every frame below it is
+/// returns `Ok(None)` only while a frame is incomplete. While a frame is
+/// incomplete it reserves at most [`READ_STEP`](crate::conn::READ_STEP)
+/// (64 KiB) beyond what is buffered, however large the announced LENGTH: the
+/// buffer grows with the bytes that arrive. Every frame below it is
 /// parsed from a complete `Bytes` payload split off the read buffer, without
 /// copying. The limit starts at [`DEFAULT_MAX_FRAME_SIZE`] and is set to the
 /// negotiated value after the handshake with [`SpopCodec::set_max_frame_size`].
@@ -83,9 +84,10 @@ impl Decoder for SpopCodec {
             }
             .into());
         }
-        let total = 4 + len as usize;
+        let total = (len as usize).saturating_add(4);
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Room for what arrives next, never the whole announced LENGTH.
+            src.reserve((total - src.len()).min(READ_STEP));
             return Ok(None);
         }
         src.advance(4);
@@ -130,6 +132,24 @@ mod tests {
         ));
         assert_eq!(err.status(), crate::Status::TOO_BIG);
         assert!(buf.capacity() < 1001);
+    }
+
+    #[test]
+    fn announced_length_is_not_reserved_up_front() {
+        let mut codec = SpopCodec::with_max_frame_size(u32::MAX);
+        let mut buf = BytesMut::from(&[0xffu8, 0xff, 0xff, 0x00, 3, 0, 0, 0, 1][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 4 * READ_STEP, "{}", buf.capacity());
+        // More bytes arrive: the buffer follows them, a step at a time.
+        for _ in 0..8 {
+            buf.extend_from_slice(&[0u8; 1000]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+        }
+        assert!(
+            buf.capacity() <= buf.len() + 4 * READ_STEP,
+            "{}",
+            buf.capacity()
+        );
     }
 
     #[test]

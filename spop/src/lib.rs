@@ -26,6 +26,8 @@
 //!   [`HeadersBuilder`] and [`HeaderNames`] build the blocks HAProxy 3.4's
 //!   `set-headers-bin` / `add-headers-bin` / `del-headers-bin` take.
 //! - [`Reassembler`]: fragmented NOTIFY (HAProxy 2.x), sans-IO, capped.
+//! - [`conn::Connection`]: the agent side of a whole connection, sans-IO
+//!   (bytes and time in, events and bytes out; no async runtime needed).
 //! - [`SpopCodec`] (feature `codec`): a `tokio_util::codec` Decoder/Encoder.
 //! - [`runtime`] (feature `runtime`): a tokio agent server around a handler
 //!   function, and a client that speaks HAProxy's side.
@@ -68,8 +70,11 @@ mod frame;
 mod hdrs;
 mod hdrs_build;
 mod reader;
+mod stats;
 mod status;
 pub mod varint;
+
+pub mod conn;
 
 #[cfg(feature = "codec")]
 mod codec;
@@ -89,7 +94,8 @@ pub use hdrs_build::{base64, HeaderNames, HeadersBuilder, InvalidHeader};
 pub use status::Status;
 
 #[cfg(feature = "codec")]
-pub use codec::{SpopCodec, DEFAULT_MAX_FRAME_SIZE};
+pub use codec::SpopCodec;
+pub use conn::{DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CEILING};
 
 /// The smallest max-frame-size an agent may announce.
 pub const MIN_FRAME_SIZE: u32 = 256;
@@ -99,8 +105,9 @@ pub const VERSION: &str = "2.0";
 
 /// Checks a HAPROXY-HELLO the way an agent must and builds the answer.
 ///
-/// `max_frame_size` is the agent's own limit (use `u32::MAX` to accept what
-/// HAProxy proposes); `capabilities` what the agent supports.
+/// `max_frame_size` is the agent's own limit (the answer is the smaller of it
+/// and HAProxy's; [`DEFAULT_MAX_FRAME_SIZE`] is HAProxy's default);
+/// `capabilities` what the agent supports.
 ///
 /// # Errors
 ///

@@ -155,12 +155,34 @@ async fn handshake_negotiates_size_and_capabilities() {
     );
     drop(client);
 
-    // By default the agent takes what HAProxy proposes.
+    // By default the agent answers at most 16380 (HAProxy's default), even
+    // when HAProxy proposes more; a larger setting follows tune.bufsize.
     let (_a, addr2, _t2) = start(Agent::builder(), echo).await;
     let client = Client::connect(addr2, HaproxyHello::new(131068, Capabilities::PIPELINING))
         .await
         .unwrap();
+    assert_eq!(client.agent_hello().max_frame_size, 16380);
+    let (_a3, addr3, _t3) = start(Agent::builder().max_frame_size(1048572), echo).await;
+    let client = Client::connect(addr3, HaproxyHello::new(131068, Capabilities::PIPELINING))
+        .await
+        .unwrap();
     assert_eq!(client.agent_hello().max_frame_size, 131068);
+    // A setting above the ceiling is lowered to it.
+    let (a4, addr4, _t4) = start(Agent::builder().max_frame_size(u32::MAX), echo).await;
+    assert_eq!(
+        a4.config().max_frame_size,
+        haproxy_spop::MAX_FRAME_SIZE_CEILING
+    );
+    let client = Client::connect(
+        addr4,
+        HaproxyHello::new(0xffff_fff0, Capabilities::PIPELINING),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client.agent_hello().max_frame_size,
+        haproxy_spop::MAX_FRAME_SIZE_CEILING
+    );
     // fragmentation is what the agent can receive: announced even though
     // HAProxy's HELLO does not list it (HAProxy 2.6 never does).
     assert_eq!(
@@ -662,5 +684,170 @@ async fn refused_handshake_is_a_client_error() {
     match Client::connect(addr, h).await {
         Err(ClientError::Disconnected(d)) => assert_eq!(d.status, Status::BAD_VERSION),
         other => panic!("{other:?}"),
+    }
+}
+
+/// A NOTIFY stream whose reader stops: the writer runs in its own task.
+async fn stalled_peer(
+    addr: SocketAddr,
+    n: u64,
+) -> (
+    futures::stream::SplitStream<tokio_util::codec::Framed<TcpStream, haproxy_spop::SpopCodec>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::{SinkExt, StreamExt};
+    // A small receive buffer, so that the kernel cannot absorb the ACKs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let client = Client::handshake(stream, hello()).await.unwrap();
+    let (mut sink, stream) = client.into_framed().split();
+    let writer = tokio::spawn(async move {
+        for i in 1..=n {
+            if sink
+                .feed(Frame::notify(i, 1, notify(i as i64, 0)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if i % 64 == 0 && sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.flush().await;
+    });
+    (stream, writer)
+}
+
+/// Waits until the agent has stopped receiving NOTIFY frames.
+async fn wait_for_stall(stats: &haproxy_spop::runtime::Stats) -> u64 {
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = stats.frames_received(haproxy_spop::FrameType::NOTIFY);
+        if now == last && now > 0 {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the agent never stalled");
+}
+
+fn two_hundred_bytes(req: NotifyRequest) -> std::future::Ready<Ack> {
+    let n = req.message("m").and_then(|m| m.int("n").ok()).unwrap_or(-1);
+    let mut s = format!("{n:08}");
+    s.extend(std::iter::repeat_n('x', 192));
+    std::future::ready(Ack::new().set_var(VarScope::TRANSACTION, "v", s))
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_gets_every_ack_once_it_reads() {
+    use futures::StreamExt;
+    const N: u64 = 40_000;
+    let (agent, addr, _t) = start(
+        Agent::builder().write_timeout(Duration::from_secs(60)),
+        two_hundred_bytes,
+    )
+    .await;
+    let (mut reader, writer) = stalled_peer(addr, N).await;
+    wait_for_stall(agent.stats()).await;
+    // The agent is stuck on writing: not every ACK could go out yet.
+    let sent = agent.stats().frames_sent(haproxy_spop::FrameType::ACK);
+    assert!(sent < N, "no back-pressure happened ({sent} ACKs sent)");
+    // Reading again: exactly one ACK per NOTIFY, each with its value.
+    let mut seen = std::collections::HashSet::new();
+    while (seen.len() as u64) < N {
+        let f = timeout(T, reader.next())
+            .await
+            .expect("an ACK is missing")
+            .expect("closed")
+            .unwrap();
+        let FrameBody::Ack(ack) = &f.body else {
+            panic!("{f:?}")
+        };
+        let [Action::SetVar { value, .. }] = &ack.actions[..] else {
+            panic!("{ack:?}")
+        };
+        let v = value.as_str().unwrap();
+        assert_eq!(v.len(), 200);
+        assert_eq!(v[..8].parse::<u64>().unwrap(), f.metadata.stream_id);
+        assert!(seen.insert(f.metadata.stream_id), "duplicate ACK");
+    }
+    timeout(T, writer).await.unwrap().unwrap();
+    assert!(timeout(Duration::from_millis(200), reader.next())
+        .await
+        .is_err());
+    let s = agent.stats();
+    assert_eq!(s.frames_sent(haproxy_spop::FrameType::ACK), N);
+    assert_eq!((s.write_timeouts(), s.acks_refused()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_is_closed_by_the_write_timeout() {
+    let (agent, addr, _t) = start(
+        Agent::builder().write_timeout(Duration::from_millis(300)),
+        two_hundred_bytes,
+    )
+    .await;
+    let mut good = Client::connect(addr, hello()).await.unwrap();
+    let (_reader, writer) = stalled_peer(addr, 40_000).await;
+    let s = Arc::clone(agent.stats());
+    timeout(Duration::from_secs(20), async {
+        while s.write_timeouts() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no write timeout");
+    assert_eq!(s.write_timeouts(), 1);
+    // The writer stops on the closed connection; the other one goes on.
+    let _ = timeout(T, writer).await.unwrap();
+    good.notify(1, 1, notify(1, 0)).await.unwrap();
+    assert!(matches!(recv(&mut good).await.body, FrameBody::Ack(_)));
+    assert_eq!(s.connections_active(), 1);
+}
+
+#[tokio::test]
+async fn memory_budget_refuses_one_connection_and_the_others_go_on() {
+    let builder = Agent::builder()
+        .max_frame_size(1_048_572)
+        .max_memory(512 << 10);
+    let (agent, addr, _t) = start(builder, echo).await;
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        good.push(Client::connect(addr, hello()).await.unwrap());
+    }
+    let big = Client::connect(addr, HaproxyHello::new(1_048_572, Capabilities::PIPELINING))
+        .await
+        .unwrap();
+    assert_eq!(big.agent_hello().max_frame_size, 1_048_572);
+    let mut big = big.into_framed().into_inner();
+    let (mut rd, mut wr) = big.split();
+    // Most of a 1 MB frame, which the budget cannot hold.
+    let writer = async move {
+        let mut data = 1_000_000u32.to_be_bytes().to_vec();
+        data.extend_from_slice(&[3, 1, 0, 0, 0, 1, 1]);
+        data.resize(900_000, 0);
+        let _ = wr.write_all(&data).await;
+    };
+    let reader = async move {
+        let mut buf = Vec::new();
+        let _ = timeout(T, rd.read_to_end(&mut buf)).await;
+        buf
+    };
+    let ((), buf) = tokio::join!(writer, reader);
+    let s = agent.stats();
+    assert_eq!(s.memory_refusals(), 1);
+    assert_eq!(s.disconnects_sent(Status::RESOURCE_ALLOCATION), 1);
+    // The frame arrives unless the reset overtook it.
+    if buf.len() > 4 {
+        let d = expect_disconnect(Frame::decode(Bytes::from(buf).slice(4..)).unwrap());
+        assert_eq!(d.status, Status::RESOURCE_ALLOCATION);
+    }
+    for (i, c) in good.iter_mut().enumerate() {
+        let n = i as i64 + 1;
+        c.notify(n as u64, 1, notify(n, 0)).await.unwrap();
+        assert_eq!(ack_value(&recv(c).await), Some(n));
     }
 }

@@ -1,50 +1,12 @@
 //! What an agent author writes: a handler from a NOTIFY to an ACK.
 
-use std::fmt;
 use std::future::Future;
 
-use bytes::Bytes;
-
-use crate::{Ack, Message, Messages, Notify};
+pub use crate::conn::NotifyRequest;
+use crate::Ack;
 
 /// The error type handlers may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// One complete NOTIFY frame handed to a [`Handler`]: owned and `'static`,
-/// its strings and binaries views into the received buffer.
-#[derive(Clone)]
-pub struct NotifyRequest {
-    /// The stream-id of the NOTIFY (the ACK echoes it).
-    pub stream_id: u64,
-    /// The frame-id of the NOTIFY (the ACK echoes it).
-    pub frame_id: u64,
-    /// The `engine-id` HAProxy sent in its HELLO (one per HAProxy process).
-    pub engine_id: Option<Bytes>,
-    /// The messages.
-    pub notify: Notify,
-}
-
-impl NotifyRequest {
-    /// The messages of the frame.
-    pub fn messages(&self) -> Messages<'_> {
-        self.notify.messages()
-    }
-
-    /// The first message with this name.
-    pub fn message(&self, name: &str) -> Option<Message<'_>> {
-        self.notify.message(name)
-    }
-}
-
-impl fmt::Debug for NotifyRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotifyRequest")
-            .field("stream_id", &self.stream_id)
-            .field("frame_id", &self.frame_id)
-            .field("notify", &self.notify)
-            .finish()
-    }
-}
 
 /// What a handler may return: an [`Ack`], or a `Result` of one.
 pub trait IntoAck {

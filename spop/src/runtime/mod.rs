@@ -16,7 +16,9 @@
 //! # }
 //! ```
 //!
-//! What the runtime does with each connection:
+//! Each connection is a sans-IO [`conn::Connection`](crate::conn::Connection)
+//! driven by a small tokio loop that only moves bytes and runs handlers.
+//! What it does with each connection:
 //! - waits for HAPROXY-HELLO (hello timeout), checks it with
 //!   [`negotiate`](crate::negotiate) (version 2.x, `max-frame-size`,
 //!   `capabilities`: statuses 5 to 9), answers AGENT-HELLO with the smaller
@@ -29,6 +31,11 @@
 //!   ACK as soon as its handler finishes (any order); past the limit it stops
 //!   reading, which pushes back on HAProxy;
 //! - reassembles fragmented NOTIFY frames up to `max_reassembly_bytes`;
+//! - answers `min(max_frame_size, HAProxy's)` (default 16380), grows read
+//!   buffers with the bytes that arrive (never the LENGTH announced), and
+//!   charges read buffers, reassembly and unanswered NOTIFY frames to one
+//!   memory budget, `max_memory` (default 256 MiB): a connection that would
+//!   exceed it gets AGENT-DISCONNECT status 13, the others go on;
 //! - answers HAPROXY-DISCONNECT with AGENT-DISCONNECT; any protocol error gets
 //!   AGENT-DISCONNECT with its status code and closes that connection only;
 //! - closes idle connections, bounds every write, and on shutdown lets
@@ -37,13 +44,13 @@
 mod client;
 mod connection;
 mod handler;
-mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,21 +58,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
+#[cfg(unix)]
+use tokio::net::UnixListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+pub use crate::stats::{Stats, StatsSnapshot};
 pub use client::{Client, ClientError};
 pub use handler::{BoxError, Handler, IntoAck, NotifyRequest};
-pub use stats::{Stats, StatsSnapshot};
 
-use crate::Capabilities;
+use crate::conn::{MemoryBudget, Settings, DEFAULT_MAX_MEMORY};
+use crate::{Capabilities, DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CEILING};
 
 /// Settings of an [`Agent`]; see [`AgentBuilder`] for each one's meaning.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The largest frame the agent accepts; `u32::MAX` accepts HAProxy's.
+    /// The largest frame the agent accepts (the answer is the smaller of it
+    /// and HAProxy's); at most [`MAX_FRAME_SIZE_CEILING`].
     pub max_frame_size: u32,
     /// Capabilities offered (intersected with HAProxy's).
     pub capabilities: Capabilities,
@@ -85,12 +96,15 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Time in-flight frames get to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// The memory budget of the whole agent, in bytes: read buffers,
+    /// reassembly and unanswered NOTIFY frames of all its connections.
+    pub max_memory: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_frame_size: u32::MAX,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             capabilities: Capabilities::PIPELINING | Capabilities::FRAGMENTATION,
             max_connections: 1024,
             max_in_flight: 256,
@@ -100,6 +114,24 @@ impl Default for Config {
             handler_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
+
+impl Config {
+    /// The settings of each connection.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            max_frame_size: self.max_frame_size,
+            capabilities: self.capabilities,
+            max_in_flight: self.max_in_flight,
+            max_reassembly_bytes: self.max_reassembly_bytes,
+            hello_timeout: self.hello_timeout,
+            idle_timeout: self.idle_timeout,
+            handler_timeout: self.handler_timeout,
+            write_timeout: self.write_timeout,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 }
@@ -123,9 +155,14 @@ macro_rules! setter {
 
 impl AgentBuilder {
     setter!(
-        /// The largest frame the agent accepts (default: whatever HAProxy
-        /// proposes). HAProxy 3.x drops messages larger than the agreed size,
-        /// and 2.x fragments them, so keep the default unless memory is tight.
+        /// The largest frame the agent accepts (default 16380, HAProxy's
+        /// default `tune.bufsize` 16384 - 4); the agent answers the smaller of
+        /// it and what HAProxy proposes. HAProxy 3.x drops messages larger
+        /// than the agreed size and 2.x fragments them, so with a larger
+        /// `tune.bufsize` set `tune.bufsize - 4` here (`tune.bufsize 1048576`
+        /// → `max_frame_size(1048572)`). Values above
+        /// [`MAX_FRAME_SIZE_CEILING`] (16 MiB) are lowered to it; below 256
+        /// every handshake is refused with status 9.
         max_frame_size: u32
     );
     setter!(
@@ -168,6 +205,16 @@ impl AgentBuilder {
         /// Time in-flight frames get on shutdown (default 5 s).
         shutdown_timeout: Duration
     );
+    setter!(
+        /// The memory budget of the whole agent in bytes (default 256 MiB):
+        /// the read buffers, reassembly buffers and unanswered NOTIFY payloads
+        /// of all connections. A connection whose growth would exceed it is
+        /// disconnected with AGENT-DISCONNECT status 13 and counted in
+        /// [`Stats::memory_refusals`]; the others go on. Each connection
+        /// holds about 8 to 16 KiB when idle, up to about twice its frame
+        /// size while a large frame arrives, plus what it reassembles.
+        max_memory: usize
+    );
 
     /// Replaces every setting at once.
     #[must_use]
@@ -183,13 +230,15 @@ impl AgentBuilder {
             .capabilities
             .intersection(Capabilities::PIPELINING | Capabilities::FRAGMENTATION);
         config.max_in_flight = config.max_in_flight.max(1);
+        config.max_frame_size = config.max_frame_size.min(MAX_FRAME_SIZE_CEILING);
         let (shutdown, _) = watch::channel(false);
         Agent {
             inner: Arc::new(Inner {
                 connection_slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
-                config,
+                budget: MemoryBudget::new(config.max_memory),
                 handler,
                 stats: Arc::new(Stats::default()),
+                config,
                 shutdown,
                 next_id: AtomicU64::new(1),
             }),
@@ -201,6 +250,7 @@ pub(crate) struct Inner<H> {
     pub(crate) config: Config,
     pub(crate) handler: H,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) budget: MemoryBudget,
     pub(crate) shutdown: watch::Sender<bool>,
     connection_slots: Arc<Semaphore>,
     next_id: AtomicU64,
@@ -235,7 +285,8 @@ impl<H> fmt::Debug for Agent<H> {
 pub enum ListenAddr {
     /// A TCP address.
     Tcp(SocketAddr),
-    /// A Unix socket path.
+    /// A Unix socket path (Unix only).
+    #[cfg(unix)]
     Unix(PathBuf),
 }
 
@@ -244,12 +295,22 @@ impl FromStr for ListenAddr {
 
     fn from_str(s: &str) -> io::Result<Self> {
         if let Some(path) = s.strip_prefix("unix:") {
+            #[cfg(not(unix))]
+            {
+                let _ = path;
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "unix sockets are not supported on this platform",
+                ));
+            }
+            #[cfg(unix)]
             if path.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "empty unix socket path",
                 ));
             }
+            #[cfg(unix)]
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         s.parse().map(Self::Tcp).map_err(|e| {
@@ -265,6 +326,7 @@ impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp(addr) => write!(f, "{addr}"),
+            #[cfg(unix)]
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -274,7 +336,8 @@ impl fmt::Display for ListenAddr {
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
-    /// A Unix socket listener.
+    /// A Unix socket listener (Unix only).
+    #[cfg(unix)]
     Unix(UnixListener),
     /// A TCP listener whose connections speak TLS (see [`tls`]).
     #[cfg(feature = "tls")]
@@ -285,6 +348,7 @@ impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Tcp(l) => f.debug_tuple("Tcp").field(l).finish(),
+            #[cfg(unix)]
             Self::Unix(l) => f.debug_tuple("Unix").field(l).finish(),
             #[cfg(feature = "tls")]
             Self::Tls(l, _) => f.debug_tuple("Tls").field(l).finish(),
@@ -301,6 +365,7 @@ impl Listener {
     pub async fn bind(addr: &ListenAddr) -> io::Result<Self> {
         match addr {
             ListenAddr::Tcp(addr) => TcpListener::bind(addr).await.map(Self::Tcp),
+            #[cfg(unix)]
             ListenAddr::Unix(path) => {
                 use std::os::unix::fs::FileTypeExt;
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -332,6 +397,7 @@ impl Listener {
             Self::Tcp(l) => l.local_addr().ok(),
             #[cfg(feature = "tls")]
             Self::Tls(l, _) => l.local_addr().ok(),
+            #[cfg(unix)]
             Self::Unix(_) => None,
         }
     }
@@ -426,6 +492,7 @@ impl<H: Handler> Agent<H> {
                         drop(permit);
                     });
                 }
+                #[cfg(unix)]
                 Ok(Accepted::Unix(stream)) => {
                     let agent = self.clone();
                     tasks.spawn(async move {
@@ -488,6 +555,7 @@ impl<H: Handler> Agent<H> {
 
 enum Accepted {
     Tcp(tokio::net::TcpStream, SocketAddr),
+    #[cfg(unix)]
     Unix(tokio::net::UnixStream),
     #[cfg(feature = "tls")]
     Tls(tokio::net::TcpStream, SocketAddr, tls::TlsAcceptor),
@@ -501,6 +569,7 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
             .accept()
             .await
             .map(|(s, a)| Accepted::Tls(s, a, acceptor.clone())),
+        #[cfg(unix)]
         Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }

@@ -1,4 +1,4 @@
-//! Counters readable from a running agent.
+//! Counters readable from a running agent (updated by [`crate::conn::Connection`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -23,6 +23,10 @@ pub struct Stats {
     pub(crate) handler_panics: AtomicU64,
     pub(crate) aborted_frames: AtomicU64,
     pub(crate) tls_handshake_failures: AtomicU64,
+    pub(crate) memory_refusals: AtomicU64,
+    pub(crate) acks_refused: AtomicU64,
+    pub(crate) acks_too_large: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 /// Index of a frame type in the per-type arrays.
@@ -155,6 +159,31 @@ impl Stats {
         self.tls_handshake_failures.load(Relaxed)
     }
 
+    /// Connections disconnected with status 13 because the agent's memory
+    /// budget (`max_memory`) would have been exceeded.
+    pub fn memory_refusals(&self) -> u64 {
+        self.memory_refusals.load(Relaxed)
+    }
+
+    /// ACKs refused because no NOTIFY with their ids was awaiting one: late
+    /// (after the handler timeout already answered with an empty ACK),
+    /// duplicated, or for unknown ids.
+    pub fn acks_refused(&self) -> u64 {
+        self.acks_refused.load(Relaxed)
+    }
+
+    /// ACKs whose actions did not fit the negotiated frame size (an empty ACK
+    /// was sent instead).
+    pub fn acks_too_large(&self) -> u64 {
+        self.acks_too_large.load(Relaxed)
+    }
+
+    /// Connections closed because the peer stopped reading: bytes were
+    /// pending and none could be written for `write_timeout`.
+    pub fn write_timeouts(&self) -> u64 {
+        self.write_timeouts.load(Relaxed)
+    }
+
     /// A copy of every counter at one moment.
     pub fn snapshot(&self) -> StatsSnapshot {
         let by_type = |arr: &[AtomicU64; 8]| {
@@ -185,6 +214,10 @@ impl Stats {
             handler_panics: self.handler_panics(),
             aborted_frames: self.aborted_frames(),
             tls_handshake_failures: self.tls_handshake_failures(),
+            memory_refusals: self.memory_refusals(),
+            acks_refused: self.acks_refused(),
+            acks_too_large: self.acks_too_large(),
+            write_timeouts: self.write_timeouts(),
         }
     }
 }
@@ -225,4 +258,12 @@ pub struct StatsSnapshot {
     pub aborted_frames: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: u64,
+    /// Connections refused (status 13) by the memory budget.
+    pub memory_refusals: u64,
+    /// ACKs refused (late, duplicated or for unknown ids).
+    pub acks_refused: u64,
+    /// ACKs too large for the frame size (sent empty).
+    pub acks_too_large: u64,
+    /// Connections closed by the write timeout.
+    pub write_timeouts: u64,
 }
