@@ -4,8 +4,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::SpopCodec;
+use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
 const MAX: u32 = 4096;

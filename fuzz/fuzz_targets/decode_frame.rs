@@ -4,8 +4,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::{Frame, FrameBody};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(frame) = Frame::decode(Bytes::copy_from_slice(data)) else {

@@ -3,8 +3,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::Headers;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(headers) = Headers::decode(Bytes::copy_from_slice(data)) else {

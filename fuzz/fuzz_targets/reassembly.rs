@@ -5,8 +5,8 @@
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::{Flags, Frame, FrameBody, Metadata, Reassembled, Reassembler};
+use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
 struct Piece {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::Frame;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|frame: Frame| {
     let mut out = Vec::new();

@@ -2,8 +2,8 @@
 //! the Buf-based decoder agrees.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use haproxy_spop::varint;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let slice = varint::decode_slice(data);
