@@ -25,6 +25,8 @@
 //! - [`Headers`]: the `req.hdrs_bin` blocks agents receive most;
 //!   [`HeadersBuilder`] and [`HeaderNames`] build the blocks HAProxy 3.4's
 //!   `set-headers-bin` / `add-headers-bin` / `del-headers-bin` take.
+//! - [`RequestView`]: the HTTP request a message carries (method, path,
+//!   headers, body) with its framing and the truncation check.
 //! - [`Reassembler`]: fragmented NOTIFY (HAProxy 2.x), sans-IO, capped.
 //! - [`conn::Connection`]: the agent side of a whole connection, sans-IO
 //!   (bytes and time in, events and bytes out; no async runtime needed).
@@ -70,6 +72,7 @@ mod frame;
 mod hdrs;
 mod hdrs_build;
 mod reader;
+mod request;
 mod stats;
 mod status;
 pub mod varint;
@@ -91,6 +94,7 @@ pub use frame::{
 };
 pub use hdrs::{HeaderIter, Headers};
 pub use hdrs_build::{base64, HeaderNames, HeadersBuilder, InvalidHeader};
+pub use request::{Framing, RequestArgs, RequestError, RequestView};
 pub use status::Status;
 
 #[cfg(feature = "codec")]

@@ -366,3 +366,40 @@ fn the_four_haproxy_lines_have_vectors() {
         "every captured version is checked, and only those"
     );
 }
+
+#[test]
+fn captured_mirror_messages_as_request_views() {
+    use haproxy_spop::{RequestArgs, RequestView};
+    // (file, method, path, chunked, truncated)
+    let want = [
+        (
+            "mirror-02-notify.bin",
+            "GET",
+            "/index.html?x=1&y=%20z",
+            false,
+            false,
+        ),
+        ("mirror-03-notify.bin", "POST", "/submit", false, false),
+        ("mirror-04-notify.bin", "GET", "/v10", false, false),
+        ("mirror-05-notify.bin", "POST", "/chunked", true, false),
+        ("mirror-06-notify.bin", "PUT", "/b12k", false, false),
+        ("mirror-07-notify.bin", "PUT", "/b100k", false, true),
+    ];
+    for version in VERSIONS {
+        for (file, method, path, chunked, truncated) in want {
+            let wire = read(version, file);
+            let frame = Frame::decode(wire.slice(4..)).unwrap();
+            let FrameBody::Notify(notify) = &frame.body else {
+                panic!("{version}/{file}")
+            };
+            let msg = notify.message("mirror").unwrap();
+            let v = RequestView::from_message(&msg, &RequestArgs::default()).unwrap();
+            let what = format!("{version}/{file}");
+            assert_eq!(v.method(), method.as_bytes(), "{what}");
+            assert_eq!(v.path(), path.as_bytes(), "{what}");
+            assert_eq!(v.framing().chunked, chunked, "{what}");
+            assert_eq!(v.truncated(), truncated, "{what}");
+            assert!(v.body().len() < 100_000, "{what}");
+        }
+    }
+}
