@@ -131,12 +131,24 @@ macro_rules! per_version {
     };
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1, never the same twice in a process.
+///
+/// Taken from 20000-31999, below the kernel's ephemeral range (32768+), so
+/// that an outgoing connection cannot take it between this check and the
+/// server binding it (which a port from `bind(0)` allowed: a flaky "address
+/// already in use"); each process starts at its own offset.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id() % 600 * 20;
+    for _ in 0..12_000 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (offset + n) % 12_000;
+        let port = u16::try_from(port).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999")
 }
 
 /// The `bind 127.0.0.1:PORT` ports of a config.
