@@ -69,7 +69,7 @@ pub use client::{Client, ClientError};
 pub use handler::{BoxError, Handler, IntoAck, NotifyRequest};
 
 use crate::conn::{MemoryBudget, Settings, DEFAULT_MAX_MEMORY};
-use crate::{Capabilities, DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CEILING};
+use crate::{Capabilities, MAX_FRAME_SIZE_CEILING};
 
 /// Settings of an [`Agent`]; see [`AgentBuilder`] for each one's meaning.
 #[derive(Debug, Clone)]
@@ -102,18 +102,21 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The connection core's defaults ([`Settings::default`]), 1024
+    /// connections and [`DEFAULT_MAX_MEMORY`].
     fn default() -> Self {
+        let s = Settings::default();
         Self {
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            capabilities: Capabilities::PIPELINING | Capabilities::FRAGMENTATION,
+            max_frame_size: s.max_frame_size,
+            capabilities: s.capabilities,
             max_connections: 1024,
-            max_in_flight: 256,
-            max_reassembly_bytes: 4 << 20,
-            hello_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(300),
-            handler_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(5),
+            max_in_flight: s.max_in_flight,
+            max_reassembly_bytes: s.max_reassembly_bytes,
+            hello_timeout: s.hello_timeout,
+            idle_timeout: s.idle_timeout,
+            handler_timeout: s.handler_timeout,
+            write_timeout: s.write_timeout,
+            shutdown_timeout: s.shutdown_timeout,
             max_memory: DEFAULT_MAX_MEMORY,
         }
     }
