@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::request::BadMessage;
@@ -24,12 +24,17 @@ pub enum Reason {
     BadMessage,
     /// The target is backing off after connection errors.
     TargetBackoff,
-    /// The agent was shutting down and the drain deadline passed.
+    /// The agent was shutting down and the drain deadline passed (or the
+    /// target was removed by a reload and its queue could not drain).
     Shutdown,
+    /// Over the target's `rate_limit`.
+    RateLimited,
+    /// The request carries the loop marker: it is a mirrored one.
+    Loop,
 }
 
 impl Reason {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::QueueFull,
         Self::QueueBytes,
         Self::SampledOut,
@@ -38,6 +43,8 @@ impl Reason {
         Self::BadMessage,
         Self::TargetBackoff,
         Self::Shutdown,
+        Self::RateLimited,
+        Self::Loop,
     ];
 
     /// The reason's label.
@@ -51,6 +58,8 @@ impl Reason {
             Self::BadMessage => "bad_message",
             Self::TargetBackoff => "target_backoff",
             Self::Shutdown => "shutdown",
+            Self::RateLimited => "rate_limited",
+            Self::Loop => "loop",
         }
     }
 }
@@ -69,15 +78,19 @@ pub enum TargetError {
     Timeout,
     /// Anything else (reset, protocol error...).
     Other,
+    /// The TLS handshake failed (certificate not trusted, no common
+    /// protocol...).
+    Tls,
 }
 
 impl TargetError {
-    const ALL: [Self; 3] = [Self::Connect, Self::Timeout, Self::Other];
+    const ALL: [Self; 4] = [Self::Connect, Self::Timeout, Self::Other, Self::Tls];
     const fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Other => "other",
+            Self::Tls => "tls",
         }
     }
 }
@@ -88,8 +101,8 @@ pub struct TargetMetrics {
     /// The target's URL, as a label.
     pub label: String,
     responses: [AtomicU64; 5],
-    errors: [AtomicU64; 3],
-    dropped: [AtomicU64; 8],
+    errors: [AtomicU64; TargetError::ALL.len()],
+    dropped: [AtomicU64; Reason::ALL.len()],
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
     queue_depth: AtomicI64,
@@ -208,13 +221,17 @@ impl TargetMetrics {
 pub struct Metrics {
     received: AtomicU64,
     accepted: AtomicU64,
-    dropped: [AtomicU64; 8],
+    dropped: [AtomicU64; Reason::ALL.len()],
     bad: [AtomicU64; BadMessage::ALL.len()],
     bad_logged: [AtomicBool; BadMessage::ALL.len()],
     uri_reencoded: AtomicU64,
     queued_bytes: AtomicU64,
-    /// Per target, in `--target` order.
-    pub targets: Vec<TargetMetrics>,
+    /// Per target, in configuration order; replaced on reload (a target
+    /// kept keeps its figures).
+    targets: RwLock<Vec<Arc<TargetMetrics>>>,
+    config_generation: AtomicU64,
+    config_loaded_ms: AtomicU64,
+    config_reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -228,8 +245,65 @@ impl Metrics {
             bad_logged: Default::default(),
             uri_reencoded: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
-            targets: targets.into_iter().map(TargetMetrics::new).collect(),
+            targets: RwLock::new(
+                targets
+                    .into_iter()
+                    .map(|t| Arc::new(TargetMetrics::new(t)))
+                    .collect(),
+            ),
+            config_generation: AtomicU64::new(0),
+            config_loaded_ms: AtomicU64::new(0),
+            config_reload_failures: AtomicU64::new(0),
         })
+    }
+
+    /// The targets' figures now, in configuration order.
+    pub fn targets(&self) -> Vec<Arc<TargetMetrics>> {
+        self.targets.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The figures of the target labelled `label` (made if new).
+    pub fn target(&self, label: &str) -> Arc<TargetMetrics> {
+        if let Some(t) = self.targets().into_iter().find(|t| t.label == label) {
+            return t;
+        }
+        let t = Arc::new(TargetMetrics::new(label.to_owned()));
+        if let Ok(mut all) = self.targets.write() {
+            all.push(Arc::clone(&t));
+        }
+        t
+    }
+
+    /// After a reload: only these targets' figures are kept and shown, in
+    /// this order.
+    pub fn set_targets(&self, targets: Vec<Arc<TargetMetrics>>) {
+        if let Ok(mut all) = self.targets.write() {
+            *all = targets;
+        }
+    }
+
+    /// A configuration (`generation`, read at `loaded`) is in force.
+    pub fn config_loaded(&self, generation: u64, loaded: std::time::SystemTime) {
+        self.config_generation.store(generation, Relaxed);
+        let ms = loaded
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.config_loaded_ms.store(ms, Relaxed);
+    }
+
+    /// A reload was refused.
+    pub fn config_reload_failed(&self) {
+        self.config_reload_failures.fetch_add(1, Relaxed);
+    }
+
+    /// The configuration generation in force.
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Relaxed)
+    }
+
+    /// Reloads refused.
+    pub fn config_reload_failures(&self) -> u64 {
+        self.config_reload_failures.load(Relaxed)
     }
 
     pub(crate) fn received(&self) {
@@ -302,6 +376,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, and the agent's.
     pub fn render(&self, agent: Option<&haproxy_spop::runtime::Stats>) -> String {
         let mut o = String::with_capacity(4096);
+        let targets = self.targets();
         let family = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
@@ -379,7 +454,7 @@ impl Metrics {
             "counter",
             "requests a target answered, by status class",
         );
-        for t in &self.targets {
+        for t in &targets {
             for class in 1..=5 {
                 let _ = writeln!(
                     o,
@@ -395,7 +470,7 @@ impl Metrics {
             "counter",
             "mirrored requests that failed, by kind",
         );
-        for t in &self.targets {
+        for t in &targets {
             for e in TargetError::ALL {
                 let _ = writeln!(
                     o,
@@ -412,12 +487,15 @@ impl Metrics {
             "counter",
             "requests a target did not get, by reason",
         );
-        for t in &self.targets {
+        for t in &targets {
             for why in [
                 Reason::QueueFull,
                 Reason::QueueBytes,
                 Reason::TargetBackoff,
                 Reason::Shutdown,
+                Reason::Filtered,
+                Reason::SampledOut,
+                Reason::RateLimited,
             ] {
                 let _ = writeln!(
                     o,
@@ -434,7 +512,7 @@ impl Metrics {
             "gauge",
             "1 while a target is reachable, 0 while it is probed after a failed connection",
         );
-        for t in &self.targets {
+        for t in &targets {
             let _ = writeln!(
                 o,
                 "spop_mirror_target_up{{target=\"{}\"}} {}",
@@ -448,7 +526,7 @@ impl Metrics {
             "counter",
             "times a target became unreachable",
         );
-        for t in &self.targets {
+        for t in &targets {
             let _ = writeln!(
                 o,
                 "spop_mirror_target_outages_total{{target=\"{}\"}} {}",
@@ -462,7 +540,7 @@ impl Metrics {
             "gauge",
             "requests waiting per target",
         );
-        for t in &self.targets {
+        for t in &targets {
             let _ = writeln!(
                 o,
                 "spop_mirror_queue_depth{{target=\"{}\"}} {}",
@@ -476,7 +554,7 @@ impl Metrics {
             "gauge",
             "requests being sent per target",
         );
-        for t in &self.targets {
+        for t in &targets {
             let _ = writeln!(
                 o,
                 "spop_mirror_in_flight{{target=\"{}\"}} {}",
@@ -490,7 +568,7 @@ impl Metrics {
             "histogram",
             "time from sending a mirrored request to the end of its answer",
         );
-        for t in &self.targets {
+        for t in &targets {
             let mut cumulative = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
                 cumulative += t.latency.get(i).map_or(0, |c| c.load(Relaxed));
@@ -518,6 +596,35 @@ impl Metrics {
                 t.label
             );
         }
+        family(
+            &mut o,
+            "spop_mirror_config_generation",
+            "gauge",
+            "the configuration in force: 1 at start-up, +1 per reload applied",
+        );
+        let _ = writeln!(o, "spop_mirror_config_generation {}", self.config_generation());
+        family(
+            &mut o,
+            "spop_mirror_config_loaded_timestamp_seconds",
+            "gauge",
+            "when the configuration in force was read (Unix time)",
+        );
+        let _ = writeln!(
+            o,
+            "spop_mirror_config_loaded_timestamp_seconds {}",
+            self.config_loaded_ms.load(Relaxed) as f64 / 1000.0
+        );
+        family(
+            &mut o,
+            "spop_mirror_config_reload_failures_total",
+            "counter",
+            "reloads refused (the file did not parse or a setting was bad)",
+        );
+        let _ = writeln!(
+            o,
+            "spop_mirror_config_reload_failures_total {}",
+            self.config_reload_failures()
+        );
         if let Some(s) = agent {
             let snap = s.snapshot();
             family(
@@ -592,7 +699,7 @@ mod tests {
             !m.bad_message(BadMessage::BadHeaders),
             "logged once per kind"
         );
-        let t = &m.targets[0];
+        let t = &m.targets()[0];
         t.response(204, Duration::from_millis(3));
         t.response(503, Duration::from_secs(20));
         t.error(TargetError::Connect);
