@@ -117,7 +117,11 @@ pub struct Config {
     /// The header marking mirrored requests, `Name: value`; a request that
     /// arrives with this header is not mirrored again (counted as `loop`).
     /// An empty value (`--loop-header ''`) disables both.
-    #[arg(long, default_value = "X-Mirrored-By: spop-mirror", value_name = "'NAME: VALUE'")]
+    #[arg(
+        long,
+        default_value = "X-Mirrored-By: spop-mirror",
+        value_name = "'NAME: VALUE'"
+    )]
     pub loop_header: String,
 
     /// The Host header sent: `keep` the original, `target` (the target's
@@ -482,7 +486,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 ///
 /// Anything else.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let b: bytesize::ByteSize = s.trim().parse().map_err(|e| format!("bad size {s:?}: {e}"))?;
+    let b: bytesize::ByteSize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad size {s:?}: {e}"))?;
     usize::try_from(b.as_u64()).map_err(|_| format!("size {s:?} too large"))
 }
 
@@ -903,9 +910,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (name, _, _) in &out {
             if !seen.insert(name.clone()) {
-                return Err(format!(
-                    "two targets named {name:?}: give one a `name`"
-                ));
+                return Err(format!("two targets named {name:?}: give one a `name`"));
             }
         }
         Ok(out)
@@ -1049,7 +1054,8 @@ mod tests {
     }
 
     fn from_file(name: &str, text: &str, extra: &[&str]) -> Result<Config, String> {
-        let dir = std::env::temp_dir().join(format!("spop-mirror-cfg-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("spop-mirror-cfg-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.toml");
         std::fs::write(&path, text).unwrap();
@@ -1096,7 +1102,11 @@ tls_insecure = true
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].0, "canary");
         assert_eq!(t[0].2.sample, 100.0);
-        assert_eq!(t[0].2.request_timeout, Duration::from_secs(3), "the flag wins over the file");
+        assert_eq!(
+            t[0].2.request_timeout,
+            Duration::from_secs(3),
+            "the flag wins over the file"
+        );
         assert_eq!(t[0].2.redact, ["credentials"]);
         assert_eq!(t[1].0, "https://127.0.0.1:2/v2");
         assert_eq!(t[1].2.sample, 0.0001);
@@ -1112,8 +1122,14 @@ tls_insecure = true
             ("[[target]]\nurl = \"ftp://x\"\n", "ftp://x"),
             ("[[target]]\nname = \"x\"\n", "url"),
             ("[[target]]\nurl = \"http://x\"\nsample = 200\n", "sample"),
-            ("[[target]]\nurl = \"http://x\"\nsticky = \"nope\"\n", "sticky"),
-            ("[[target]]\nurl = \"http://x\"\nrequest_timeout = \"soon\"\n", "request_timeout"),
+            (
+                "[[target]]\nurl = \"http://x\"\nsticky = \"nope\"\n",
+                "sticky",
+            ),
+            (
+                "[[target]]\nurl = \"http://x\"\nrequest_timeout = \"soon\"\n",
+                "request_timeout",
+            ),
             ("sample = 1\n", "no target"),
             ("[[target]\n", "TOML"),
         ] {

@@ -602,7 +602,11 @@ impl Metrics {
             "gauge",
             "the configuration in force: 1 at start-up, +1 per reload applied",
         );
-        let _ = writeln!(o, "spop_mirror_config_generation {}", self.config_generation());
+        let _ = writeln!(
+            o,
+            "spop_mirror_config_generation {}",
+            self.config_generation()
+        );
         family(
             &mut o,
             "spop_mirror_config_loaded_timestamp_seconds",

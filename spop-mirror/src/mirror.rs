@@ -690,16 +690,16 @@ async fn send(
 ) -> bool {
     let policy = t.policy.load_full();
     let h2 = matches!(sender, Sender::Http2(_));
-    let loop_marker = inner.live.load().set.loop_marker.clone();
-    let Some(request) = build_request(
+    let built = build_request(
         &policy,
         h2,
-        loop_marker.as_ref(),
+        inner.live.load().set.loop_marker.as_ref(),
         &t.uri,
         &t.prefix,
         &t.authority,
         req,
-    ) else {
+    );
+    let Some(request) = built else {
         tm.error(TargetError::Other);
         return true;
     };

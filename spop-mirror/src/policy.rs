@@ -136,7 +136,11 @@ impl Policy {
         let mut redact = Vec::new();
         for r in &c.redact {
             if r.eq_ignore_ascii_case("credentials") {
-                redact.extend(CREDENTIAL_HEADERS.iter().map(|h| HeaderName::from_static(h)));
+                redact.extend(
+                    CREDENTIAL_HEADERS
+                        .iter()
+                        .map(|h| HeaderName::from_static(h)),
+                );
             } else {
                 redact.push(
                     HeaderName::from_bytes(r.trim().as_bytes())
@@ -369,14 +373,21 @@ impl Filter {
         }
         let path = req.path();
         if !self.path_prefixes.is_empty()
-            && !self.path_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            && !self
+                .path_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
         {
             return false;
         }
         if !self.path_regex.as_ref().is_none_or(|re| re.is_match(path)) {
             return false;
         }
-        if !self.present.iter().all(|h| req.header(h.as_str()).is_some()) {
+        if !self
+            .present
+            .iter()
+            .all(|h| req.header(h.as_str()).is_some())
+        {
             return false;
         }
         if self.absent.iter().any(|h| req.header(h.as_str()).is_some()) {
@@ -402,7 +413,10 @@ struct HeaderEdits {
 
 impl HeaderEdits {
     fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.redact.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.remove.is_empty()
+            && self.redact.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
     }
 
     fn apply(&self, headers: &mut HeaderMap) -> Option<()> {
@@ -582,7 +596,10 @@ mod tests {
     fn loop_marker() {
         let c = Config::load(["spop-mirror", "--target", "http://x"]).unwrap();
         let set = TargetSet::build(&c, 1).unwrap();
-        assert!(set.is_loop(&request("/", &[(b"host", b"h"), (b"x-mirrored-by", b"spop-mirror")])));
+        assert!(set.is_loop(&request(
+            "/",
+            &[(b"host", b"h"), (b"x-mirrored-by", b"spop-mirror")]
+        )));
         assert!(!set.is_loop(&request("/", &[(b"host", b"h")])));
         let c = Config::load(["spop-mirror", "--target", "http://x", "--loop-header", ""]).unwrap();
         let set = TargetSet::build(&c, 1).unwrap();

@@ -68,7 +68,13 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 
 /// Reloads on SIGHUP, and on file changes when `watch` (every `every`),
 /// until the task is dropped.
-pub async fn run(args: Vec<OsString>, path: Option<PathBuf>, watch: bool, every: Duration, mirror: Mirror) {
+pub async fn run(
+    args: Vec<OsString>,
+    path: Option<PathBuf>,
+    watch: bool,
+    every: Duration,
+    mirror: Mirror,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),

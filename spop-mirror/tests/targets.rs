@@ -168,8 +168,12 @@ sticky = "src"
     }
     // The canary gets everything, unchanged but for the loop marker.
     let got = canary.wait_for(sent).await;
-    assert!(got.iter().all(|r| r.header_str("x-mirrored-by").as_deref() == Some("spop-mirror")));
-    assert!(got.iter().all(|r| r.header_str("authorization").is_some_and(|a| a.starts_with("Bearer s3cret"))));
+    assert!(got
+        .iter()
+        .all(|r| r.header_str("x-mirrored-by").as_deref() == Some("spop-mirror")));
+    assert!(got.iter().all(|r| r
+        .header_str("authorization")
+        .is_some_and(|a| a.starts_with("Bearer s3cret"))));
     // The load-test target: /api/v2 of the sticky 30 % of users, exactly.
     let chosen: Vec<usize> = (0..users)
         .filter(|u| hash(format!("u{u}").as_bytes()) < threshold(30.0))
@@ -186,7 +190,10 @@ sticky = "src"
         for h in ["authorization", "cookie", "x-api-key"] {
             assert_eq!(r.header_str(h).as_deref(), Some("xxx"), "{h}");
         }
-        assert!(r.headers.iter().all(|(_, v)| !String::from_utf8_lossy(v).contains("s3cret")));
+        assert!(r
+            .headers
+            .iter()
+            .all(|(_, v)| !String::from_utf8_lossy(v).contains("s3cret")));
         assert!(r.header("x-internal").is_none());
         assert_eq!(r.header_str("x-env").as_deref(), Some("load-test"));
     }
@@ -221,7 +228,12 @@ sticky = "src"
         let raw = get("/again", "X-Mirrored-By: spop-mirror\r\n");
         assert_eq!(send(s.www, raw).await.status, 200);
     }
-    wait_metric(m, "spop_mirror_requests_dropped_total{reason=\"loop\"}", 5.0).await;
+    wait_metric(
+        m,
+        "spop_mirror_requests_dropped_total{reason=\"loop\"}",
+        5.0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(canary.count(), before);
     drop(s);
@@ -234,12 +246,7 @@ per_version!(async own_shares_sticky_redacted_and_loop, own_shares);
 async fn rate_cap(version: Version) {
     let t = Target::start(Duration::ZERO, 200).await;
     let url = t.url();
-    let s = setup(
-        version,
-        &["--target", &url, "--rate-limit", "40"],
-        None,
-    )
-    .await;
+    let s = setup(version, &["--target", &url, "--rate-limit", "40"], None).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -295,7 +302,8 @@ per_version!(async rate_cap_is_held_within_ten_percent, rate_cap);
 fn pki(dir: &Dir) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "mirror test CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "mirror test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca = p.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
@@ -347,11 +355,12 @@ async fn https_target(cert: &Path, key: &Path) -> (SocketAddr, Arc<Mutex<Vec<(St
                     async move {
                         let (parts, body) = req.into_parts();
                         let _ = body.collect().await;
-                        seen.lock().unwrap().push((
-                            parts.uri.path().to_owned(),
-                            format!("{:?}", parts.version),
-                        ));
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        seen.lock()
+                            .unwrap()
+                            .push((parts.uri.path().to_owned(), format!("{:?}", parts.version)));
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
