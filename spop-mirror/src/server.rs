@@ -82,7 +82,7 @@ pub async fn serve_metrics(
                 async move {
                     let resp = match body {
                         Some(text) => Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4")
+                            .header("content-type", crate::metrics::CONTENT_TYPE)
                             .body(Full::new(Bytes::from(text))),
                         None => Response::builder()
                             .status(StatusCode::NOT_FOUND)
