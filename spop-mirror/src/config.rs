@@ -725,6 +725,30 @@ fn normalize_keys(t: &mut toml::Table) {
     }
 }
 
+/// Names the key behind a deserialization error (serde's `flatten` loses
+/// it): the first key of `table` that fails alone (with `base`'s keys).
+fn explain<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    base: &[&str],
+    err: String,
+) -> String {
+    for (k, v) in table {
+        if base.contains(&k.as_str()) {
+            continue;
+        }
+        let mut one: toml::Table = table
+            .iter()
+            .filter(|(b, _)| base.contains(&b.as_str()))
+            .map(|(b, v)| (b.clone(), v.clone()))
+            .collect();
+        one.insert(k.clone(), v.clone());
+        if let Err(e) = T::deserialize(toml::Value::Table(one)) {
+            return format!("{k}: {e}");
+        }
+    }
+    err
+}
+
 fn refuse_unknown(unknown: &toml::Table, at: &str) -> Result<(), String> {
     match unknown.keys().next() {
         Some(k) => Err(format!("{at}unknown setting {k:?}")),
@@ -744,7 +768,8 @@ impl FileConfig {
             return Err("a config file cannot name another".to_owned());
         }
         normalize_keys(&mut table);
-        let file = Self::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+        let file = Self::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| explain::<Self>(&table, &[], e.to_string()))?;
         refuse_unknown(&file.unknown, "")?;
         Ok(file)
     }
@@ -773,8 +798,18 @@ impl FileConfig {
                         settings: TargetSettings::default(),
                         unknown: toml::Table::new(),
                     },
-                    other => TargetTable::deserialize(other)
-                        .map_err(|e| format!("target {}: {e}", i + 1))?,
+                    toml::Value::Table(t) => {
+                        TargetTable::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
+                            let e = explain::<TargetTable>(&t, &["url"], e.to_string());
+                            format!("target {}: {e}", i + 1)
+                        })?
+                    }
+                    other => {
+                        return Err(format!(
+                            "target {}: expected a table or a URL, not {other}",
+                            i + 1
+                        ))
+                    }
                 };
                 refuse_unknown(&t.unknown, &format!("target {}: ", i + 1))?;
                 parse_target(&t.url).map_err(|e| format!("target {}: {e}", i + 1))?;
@@ -1131,6 +1166,18 @@ tls_insecure = true
                 "request_timeout",
             ),
             ("sample = 1\n", "no target"),
+            (
+                "[[target]]\nurl = \"http://x\"\nrate_limit = \"fast\"\n",
+                "rate_limit:",
+            ),
+            (
+                "sample = \"lots\"\n[[target]]\nurl = \"http://x\"\n",
+                "sample:",
+            ),
+            (
+                "threads = \"many\"\n[[target]]\nurl = \"http://x\"\n",
+                "threads",
+            ),
             ("[[target]\n", "TOML"),
         ] {
             let e = from_file("bad", text, &[]).unwrap_err();
