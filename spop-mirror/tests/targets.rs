@@ -314,11 +314,23 @@ fn pki(dir: &Dir) {
     dir.write("ca.pem", &ca.pem());
     dir.write("server.pem", &cert.pem());
     dir.write("server.key", &key.serialize_pem());
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["spop-mirror.test".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    dir.write("client.pem", &client.pem());
+    dir.write("client.key", &client_key.serialize_pem());
 }
 
 /// An https target (HTTP/2 and HTTP/1.1 by ALPN) recording the paths and
-/// protocol versions of what it gets.
-async fn https_target(cert: &Path, key: &Path) -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+/// protocol versions of what it gets; with `client_ca`, it requires a
+/// client certificate signed by it.
+async fn https_target(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -326,14 +338,28 @@ async fn https_target(cert: &Path, key: &Path) -> (SocketAddr, Arc<Mutex<Vec<(St
         .collect::<Result<_, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).unwrap() {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(certs, key).unwrap();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -378,8 +404,14 @@ async fn https_target(cert: &Path, key: &Path) -> (SocketAddr, Arc<Mutex<Vec<(St
 async fn https_targets(version: Version) {
     let dir = Dir::new("tls");
     pki(&dir);
-    let (addr, seen) = https_target(&dir.path("server.pem"), &dir.path("server.key")).await;
-    let (addr2, seen2) = https_target(&dir.path("server.pem"), &dir.path("server.key")).await;
+    let (cert, key, ca) = (
+        dir.path("server.pem"),
+        dir.path("server.key"),
+        dir.path("ca.pem"),
+    );
+    let (addr, seen) = https_target(&cert, &key, None).await;
+    let (addr2, seen2) = https_target(&cert, &key, None).await;
+    let (addr3, seen3) = https_target(&cert, &key, Some(&ca)).await;
     let file = dir.write(
         "m.toml",
         &format!(
@@ -397,10 +429,21 @@ tls_server_name = "shadow.test"
 url = "https://{addr2}"
 name = "untrusted"
 tls_server_name = "shadow.test"
+
+[[target]]
+url = "https://{addr3}"
+name = "mtls"
+tls_ca_file = "{ca}"
+tls_server_name = "shadow.test"
+tls_client_cert = "{client_cert}"
+tls_client_key = "{client_key}"
+http1_only = true
 "#,
-            cert = dir.path("server.pem").display(),
-            key = dir.path("server.key").display(),
-            ca = dir.path("ca.pem").display(),
+            cert = cert.display(),
+            key = key.display(),
+            ca = ca.display(),
+            client_cert = dir.path("client.pem").display(),
+            client_key = dir.path("client.key").display(),
         ),
     );
     let opts = format!(
@@ -439,6 +482,13 @@ tls_server_name = "shadow.test"
     )
     .await;
     assert!(seen2.lock().unwrap().is_empty());
+    // mTLS, HTTP/1.1 by ALPN.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen3.lock().unwrap().len() < n + 10 {
+        assert!(Instant::now() < deadline, "{:?}", seen3.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen3.lock().unwrap().iter().all(|(_, v)| v == "HTTP/1.1"));
     wait_metric(
         &s.mirror,
         "spop_mirror_requests_mirrored_total{target=\"trusted\",class=\"2xx\"}",
