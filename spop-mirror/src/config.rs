@@ -1184,4 +1184,30 @@ tls_insecure = true
             assert!(e.contains(want), "{text:?}: {e}");
         }
     }
+
+    /// The example file documents every setting at its default: loading it
+    /// gives the same global settings as no file at all.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/spop-mirror.toml");
+        let c = Config::load(["spop-mirror", "--config", path]).unwrap();
+        let d = Config::load(["spop-mirror", "--target", "http://x"]).unwrap();
+        let globals = |c: &Config| {
+            let mut c = c.clone();
+            c.targets = Vec::new();
+            c.target_tables = Vec::new();
+            c.args = Vec::new();
+            c.config = None;
+            format!("{c:?}")
+        };
+        assert_eq!(globals(&c), globals(&d));
+        let names: Vec<String> = c
+            .resolved_targets()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(names, ["canary", "loadtest", "api-v2"]);
+        crate::policy::TargetSet::build(&c, 1).unwrap();
+    }
 }
