@@ -917,7 +917,49 @@ impl Config {
         }
         // Every table's values, checked now rather than at start.
         c.resolved_targets().map_err(at)?;
+        if c.tls_cert.is_some() != c.tls_key.is_some()
+            || (c.tls_client_ca.is_some() && c.tls_cert.is_none())
+        {
+            return Err(at(
+                "tls_cert and tls_key go together, and tls_client_ca needs them".to_owned(),
+            ));
+        }
         Ok(c)
+    }
+
+    /// The settings read at start-up only, by name: a reload that changes
+    /// one of them logs that it needs a restart.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("listen", self.listen.to_string()),
+            ("metrics", format!("{:?}", self.metrics)),
+            (
+                "metrics_max_connections",
+                self.metrics_max_connections.to_string(),
+            ),
+            (
+                "metrics_header_timeout",
+                format!("{:?}", self.metrics_header_timeout),
+            ),
+            ("log_level", self.log_level.clone()),
+            ("log_format", format!("{:?}", self.log_format)),
+            ("message", self.message.clone()),
+            ("arg_method", self.arg_method.clone()),
+            ("arg_path", self.arg_path.clone()),
+            ("arg_ver", self.arg_ver.clone()),
+            ("arg_hdrs", self.arg_hdrs.clone()),
+            ("arg_body", self.arg_body.clone()),
+            ("arg_body_size", self.arg_body_size.clone()),
+            ("arg_src", self.arg_src.clone()),
+            ("max_frame_size", self.max_frame_size.to_string()),
+            ("drain_timeout", format!("{:?}", self.drain_timeout)),
+            ("threads", format!("{:?}", self.threads)),
+            ("max_connections", self.max_connections.to_string()),
+            ("tls_cert", format!("{:?}", self.tls_cert)),
+            ("tls_key", format!("{:?}", self.tls_key)),
+            ("tls_client_ca", format!("{:?}", self.tls_client_ca)),
+            ("watch_config", self.watch_config.to_string()),
+        ]
     }
 
     /// Every target with its own settings: the file's tables first, then

@@ -39,12 +39,27 @@ use crate::policy::TargetSet;
 ///
 /// The configuration was refused (the old one stays in force); the metrics
 /// count it.
-pub fn reload(args: &[OsString], mirror: &Mirror, generation: u64) -> Result<(), String> {
+pub fn reload(
+    args: &[OsString],
+    mirror: &Mirror,
+    generation: u64,
+    started: &[(&'static str, String)],
+) -> Result<(), String> {
     let outcome = Config::load(args.iter().cloned())
         .map_err(|e| e.to_string())
-        .and_then(|cfg| TargetSet::build(&cfg, generation));
+        .and_then(|cfg| TargetSet::build(&cfg, generation).map(|set| (cfg, set)));
     match outcome {
-        Ok(set) => {
+        Ok((cfg, set)) => {
+            let changed: Vec<&str> = cfg
+                .restart_only()
+                .into_iter()
+                .zip(started)
+                .filter(|(now, then)| now.1 != then.1)
+                .map(|(now, _)| now.0)
+                .collect();
+            if !changed.is_empty() {
+                tracing::warn!(settings = ?changed, "these settings changed but take effect only at restart");
+            }
             let names: Vec<String> = set.targets.iter().map(|t| t.name.clone()).collect();
             mirror.reload(set);
             tracing::info!(generation, targets = ?names, "configuration reloaded");
@@ -74,6 +89,7 @@ pub async fn run(
     watch: bool,
     every: Duration,
     mirror: Mirror,
+    started: Vec<(&'static str, String)>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -110,7 +126,7 @@ pub async fn run(
             tracing::warn!("no --config file: nothing to reload");
             continue;
         }
-        if reload(&args, &mirror, generation + 1).is_ok() {
+        if reload(&args, &mirror, generation + 1, &started).is_ok() {
             generation += 1;
         }
     }

@@ -225,6 +225,7 @@ pub async fn run(
         cfg.watch_config,
         Duration::from_secs(1),
         mirror.clone(),
+        cfg.restart_only(),
     ));
     tracing::info!(listen = %cfg.listen, tls = cfg.tls_cert.is_some(), targets = ?target_names, metrics = ?bound.metrics, "spop-mirror started");
     if let Some(ready) = ready {

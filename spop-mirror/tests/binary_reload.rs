@@ -114,11 +114,17 @@ async fn sighup_reloads_and_a_bad_file_is_refused() {
 
     std::fs::write(
         &file,
-        "[[target]]\nurl = \"http://127.0.0.1:9\"\nname = \"b\"\nsample = 5\n",
+        "message = \"other\"\n[[target]]\nurl = \"http://127.0.0.1:9\"\nname = \"b\"\nsample = 5\n",
     )
     .unwrap();
     p.hup();
     wait_for(metrics, "spop_mirror_config_generation", 2.0).await;
+    let log = p.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("only at restart") && l.contains("message")),
+        "{log}"
+    );
     scrape(metrics, "spop_mirror_target_up{target=\"b\"}").await;
     let text = String::from_utf8(
         support::http_request(
