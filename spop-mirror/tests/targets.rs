@@ -583,3 +583,79 @@ async fn reload_under_load(version: Version) {
 }
 
 per_version!(async reload_under_load_keeps_connections, reload_under_load);
+
+fn request(path: &str) -> spop_mirror::request::MirrorRequest {
+    use haproxy_spop::{Headers, Notify};
+    let n = Notify::builder()
+        .message("mirror")
+        .arg("arg_method", "GET")
+        .arg("arg_path", path.to_owned())
+        .arg("arg_ver", "1.1")
+        .arg(
+            "arg_hdrs",
+            Headers::encode([(&b"host"[..], &b"h"[..])].into_iter()),
+        )
+        .build()
+        .unwrap();
+    spop_mirror::request::build(&n.message("mirror").unwrap(), &Default::default()).unwrap()
+}
+
+fn target_set(args: &[&str], generation: u64) -> spop_mirror::policy::TargetSet {
+    let mut all = vec!["spop-mirror"];
+    all.extend_from_slice(args);
+    let c = spop_mirror::config::Config::load(all).unwrap();
+    spop_mirror::policy::TargetSet::build(&c, generation).unwrap()
+}
+
+/// The engine alone: a reload that removes a slow target lets its queue
+/// drain (every queued request still arrives) while the new target takes
+/// the new requests; one that only changes a policy keeps the queue.
+#[tokio::test]
+async fn a_removed_target_drains_and_a_kept_one_keeps_its_queue() {
+    use spop_mirror::metrics::Metrics;
+    use spop_mirror::mirror::{Mirror, Submitted};
+    let slow = Target::start(Duration::from_millis(50), 200).await;
+    let next = Target::start(Duration::ZERO, 200).await;
+    let (su, nu) = (slow.url(), next.url());
+    let metrics = Metrics::new([]);
+    let (mirror, workers) = Mirror::start(
+        target_set(&["--target", &su, "--max-concurrency", "1"], 1),
+        Arc::clone(&metrics),
+    );
+    for i in 0..10 {
+        assert_eq!(
+            mirror.submit(request(&format!("/q{i}"))),
+            Submitted::Queued(1)
+        );
+    }
+    // Same connection settings, another policy: the queue is kept.
+    mirror.reload(target_set(
+        &[
+            "--target",
+            &su,
+            "--max-concurrency",
+            "1",
+            "--add-header",
+            "x-gen: 2",
+        ],
+        2,
+    ));
+    assert!(metrics.targets()[0].queue_depth() > 0);
+    // Removed: what it has queued still goes out.
+    mirror.reload(target_set(&["--target", &nu], 3));
+    assert_eq!(mirror.target_set().generation, 3);
+    for i in 0..5 {
+        assert_eq!(
+            mirror.submit(request(&format!("/n{i}"))),
+            Submitted::Queued(1)
+        );
+    }
+    let got = slow.wait_for(10).await;
+    assert_eq!(got.len(), 10);
+    next.wait_for(5).await;
+    assert_eq!(metrics.targets().len(), 1);
+    assert_eq!(metrics.targets()[0].label, format!("{nu}/"));
+    assert_eq!(metrics.config_generation(), 3);
+    mirror.close();
+    assert!(workers.drain(Duration::from_secs(5)).await);
+}
