@@ -591,10 +591,7 @@ fn request(path: &str) -> spop_mirror::request::MirrorRequest {
         .arg("arg_method", "GET")
         .arg("arg_path", path.to_owned())
         .arg("arg_ver", "1.1")
-        .arg(
-            "arg_hdrs",
-            Headers::encode([(&b"host"[..], &b"h"[..])].into_iter()),
-        )
+        .arg("arg_hdrs", Headers::encode([(&b"host"[..], &b"h"[..])]))
         .build()
         .unwrap();
     spop_mirror::request::build(&n.message("mirror").unwrap(), &Default::default()).unwrap()
