@@ -68,8 +68,8 @@ struct Setup {
 }
 
 /// spop-mirror with `args`, behind HAProxy (`server_opts`, when given,
-/// replace the agent server line's `check inter 500ms`; the message also
-/// sends `arg_src=src`).
+/// replace the agent server line's options; the message also sends
+/// `arg_src=src`).
 async fn setup(version: Version, args: &[&str], server_opts: Option<&str>) -> Setup {
     let mirror = Mirror::start(args).await;
     let app = Target::start(Duration::ZERO, 200).await;
@@ -80,7 +80,18 @@ async fn setup(version: Version, args: &[&str], server_opts: Option<&str>) -> Se
         "arg_body_size=req.body_size arg_src=src",
     );
     if let Some(opts) = server_opts {
-        cfg = cfg.replace("check inter 500ms", opts);
+        // The whole agent server line, whatever options the example has.
+        cfg = cfg
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("server agent1 ") {
+                    format!("    server agent1 {} {opts}", mirror.spop)
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
     }
     let haproxy = tokio::task::spawn_blocking(move || HaProxy::start(version, &cfg, Some(&spoe)))
         .await
