@@ -148,6 +148,10 @@ impl Policy {
                 );
             }
         }
+        redact.dedup();
+        if redact.len() > 64 {
+            return Err("redact: 64 headers at most".to_owned());
+        }
         let edits = HeaderEdits {
             remove: c.remove_headers.clone(),
             redact,
@@ -245,6 +249,52 @@ impl Policy {
             Some(e) => e.apply(headers),
             None => Some(()),
         }
+    }
+
+    /// Whether the policy changes headers at all (`false`: send them as
+    /// they are, plus the loop marker).
+    pub const fn has_header_edits(&self) -> bool {
+        self.edits.is_some()
+    }
+
+    /// The header lines to send, from the request's lines (`(name, value)`
+    /// byte views, e.g. [`MirrorRequest::headers`]), for an encoder that
+    /// writes requests without an `http::HeaderMap`: the same result as
+    /// [`Policy::edit`]. Lines of a removed or set header are left out; a
+    /// redacted header is sent once, with the redacted value, where it
+    /// first appeared; set and added headers follow. Allocation-free. The
+    /// loop marker (`TargetSet::loop_marker`) is the caller's to append.
+    pub fn headers_out<'a>(
+        &'a self,
+        lines: impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let edits = self.edits.as_ref();
+        let mut redacted_seen = 0u64;
+        let kept = lines.filter_map(move |(name, value)| {
+            let Some(e) = edits else {
+                return Some((name, value));
+            };
+            let is = |h: &HeaderName| name.eq_ignore_ascii_case(h.as_str().as_bytes());
+            if e.remove.iter().any(is) || e.set.iter().any(|(h, _)| is(h)) {
+                return None;
+            }
+            match e.redact.iter().position(is) {
+                Some(i) => {
+                    let bit = 1u64 << (i & 63);
+                    if redacted_seen & bit != 0 {
+                        return None;
+                    }
+                    redacted_seen |= bit;
+                    Some((name, e.redact_value.as_bytes()))
+                }
+                None => Some((name, value)),
+            }
+        });
+        let extra = edits
+            .into_iter()
+            .flat_map(|e| e.set.iter().chain(e.add.iter()))
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        kept.chain(extra)
     }
 }
 
@@ -590,6 +640,69 @@ mod tests {
         assert_eq!(h["x-more"], "1");
         assert_eq!(h["x-keep"], "k");
         assert!(!format!("{h:?}").contains("s3cret"));
+    }
+
+    /// The view-level rewrite gives the same headers as the `HeaderMap` one.
+    #[test]
+    fn headers_out_matches_edit() {
+        let lines: &[(&[u8], &[u8])] = &[
+            (b"host", b"h"),
+            (b"Authorization", b"Bearer s3cret"),
+            (b"cookie", b"a=1"),
+            (b"x-keep", b"1"),
+            (b"Cookie", b"b=2"),
+            (b"x-drop", b"d"),
+            (b"x-env", b"prod"),
+            (b"x-keep", b"2"),
+        ];
+        let r = request("/", lines);
+        for args in [
+            &[][..],
+            &[
+                "--redact",
+                "credentials",
+                "--remove-header",
+                "x-drop",
+                "--set-header",
+                "x-env: shadow",
+                "--add-header",
+                "x-more: 1",
+                "--add-header",
+                "x-keep: 3",
+            ][..],
+        ] {
+            let p = policy(args);
+            let mut via_map = HeaderMap::new();
+            for (n, v) in r.headers() {
+                via_map.append(
+                    HeaderName::from_bytes(n).unwrap(),
+                    HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            p.edit(&mut via_map).unwrap();
+            let mut via_views = HeaderMap::new();
+            for (n, v) in p.headers_out(r.headers()) {
+                via_views.append(
+                    HeaderName::from_bytes(n).unwrap(),
+                    HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            let all = |m: &HeaderMap| {
+                let mut names: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
+                names.sort_unstable();
+                names
+                    .into_iter()
+                    .map(|n| {
+                        (
+                            n.to_owned(),
+                            m.get_all(n).iter().cloned().collect::<Vec<_>>(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(all(&via_views), all(&via_map), "{args:?}");
+            assert_eq!(p.has_header_edits(), !args.is_empty());
+        }
     }
 
     #[test]
