@@ -705,6 +705,69 @@ mod tests {
         }
     }
 
+    /// The per-request policy cost (run in release:
+    /// `cargo test --release -p spop-mirror --lib policy_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn policy_cost() {
+        let headers: &[(&[u8], &[u8])] = &[
+            (b"host", b"shop.test"),
+            (b"user-agent", b"Mozilla/5.0"),
+            (b"accept", b"text/html"),
+            (b"accept-language", b"en"),
+            (b"accept-encoding", b"gzip"),
+            (b"cookie", b"a=1; sid=user42; b=2"),
+            (b"x-user", b"u42"),
+            (b"x-request-id", b"0123456789"),
+        ];
+        let r = request("/api/v2/items?x=1", headers);
+        let set = |args: &[&str]| {
+            let mut all = vec!["spop-mirror", "--target", "http://127.0.0.1:9"];
+            all.extend_from_slice(args);
+            TargetSet::build(&Config::load(all).unwrap(), 1).unwrap()
+        };
+        for (name, s) in [
+            ("default", set(&[])),
+            ("sample 50 random", set(&["--sample", "50"])),
+            (
+                "sticky cookie 50 + prefix + rate",
+                set(&[
+                    "--sample",
+                    "50",
+                    "--sticky",
+                    "cookie:sid",
+                    "--path-prefix",
+                    "/api/v2",
+                    "--rate-limit",
+                    "1000000000",
+                ]),
+            ),
+            (
+                "path regex + header match",
+                set(&[
+                    "--path-regex",
+                    "^/api/(v1|v2)/",
+                    "--header-match",
+                    "x-user: ^u[0-9]+$",
+                ]),
+            ),
+        ] {
+            let p = &s.targets[0];
+            let n = 2_000_000u32;
+            let start = Instant::now();
+            let mut ok = 0u32;
+            for i in 0..n {
+                let looped = s.is_loop(std::hint::black_box(&r));
+                let a = p.admit(std::hint::black_box(&r), None, || {
+                    u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                });
+                ok += u32::from(!looped && a.is_ok());
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+            println!("{name:40} {ns:6.1} ns per request (loop check + admit), {ok} admitted");
+        }
+    }
+
     #[test]
     fn loop_marker() {
         let c = Config::load(["spop-mirror", "--target", "http://x"]).unwrap();
