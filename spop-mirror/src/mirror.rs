@@ -721,7 +721,12 @@ async fn send(
             true
         }
         Ok(Err(e)) => {
-            tm.error(TargetError::Other);
+            let tls = crate::tls::is_tls_error(&e);
+            tm.error(if tls {
+                TargetError::Tls
+            } else {
+                TargetError::Other
+            });
             tracing::debug!(target = %t.uri, error = %e, "mirrored request failed");
             false
         }

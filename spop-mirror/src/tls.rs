@@ -189,3 +189,39 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Whether a request's error came from TLS (e.g. the server refusing the
+/// client certificate, which TLS 1.3 reports after the handshake, on the
+/// first read). HTTP/1.1 keeps rustls's error as the I/O error's cause;
+/// HTTP/2 (the `h2` crate) keeps only its text, so rustls's messages are
+/// recognized too.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    const RUSTLS: [&str; 5] = [
+        "received fatal alert",
+        "invalid peer certificate",
+        "peer is incompatible",
+        "peer misbehaved",
+        "peer sent no certificates",
+    ];
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if inner.is::<rustls::Error>() {
+                    return true;
+                }
+                let text = inner.to_string();
+                if io.kind() == io::ErrorKind::InvalidData
+                    && RUSTLS.iter().any(|p| text.starts_with(p))
+                {
+                    return true;
+                }
+            }
+        }
+        cur = err.source();
+    }
+    false
+}

@@ -449,6 +449,19 @@ tls_server_name = "shadow.test"
 tls_client_cert = "{client_cert}"
 tls_client_key = "{client_key}"
 http1_only = true
+
+[[target]]
+url = "https://{addr3}"
+name = "mtls-without-certificate"
+tls_ca_file = "{ca}"
+tls_server_name = "shadow.test"
+
+[[target]]
+url = "https://{addr3}"
+name = "mtls-without-certificate-h1"
+tls_ca_file = "{ca}"
+tls_server_name = "shadow.test"
+http1_only = true
 "#,
             cert = cert.display(),
             key = key.display(),
@@ -500,6 +513,22 @@ http1_only = true
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(seen3.lock().unwrap().iter().all(|(_, v)| v == "HTTP/1.1"));
+    // Without the client certificate: refused (TLS 1.3 says so after the
+    // handshake, on the first request), counted as `tls`.
+    for t in ["mtls-without-certificate", "mtls-without-certificate-h1"] {
+        wait_metric(
+            &s.mirror,
+            &format!("spop_mirror_target_errors_total{{target=\"{t}\",kind=\"tls\"}}"),
+            1.0,
+        )
+        .await;
+    }
+    assert_eq!(
+        s.mirror
+            .metric("spop_mirror_requests_mirrored_total{target=\"mtls-without-certificate\",class=\"2xx\"}")
+            .await,
+        0.0
+    );
     wait_metric(
         &s.mirror,
         "spop_mirror_requests_mirrored_total{target=\"trusted\",class=\"2xx\"}",
