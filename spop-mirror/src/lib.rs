@@ -16,8 +16,11 @@
 pub mod config;
 pub mod metrics;
 pub mod mirror;
+pub mod policy;
+pub mod reload;
 pub mod request;
 pub mod server;
+pub mod tls;
 
 use haproxy_spop::runtime::NotifyRequest;
 use haproxy_spop::Ack;
@@ -31,6 +34,7 @@ pub fn handler(
     mirror: Mirror,
     message: String,
     names: ArgNames,
+    arg_src: Option<String>,
 ) -> impl Fn(NotifyRequest) -> std::future::Ready<Ack> + Send + Sync + 'static {
     move |req: NotifyRequest| {
         for msg in req.messages() {
@@ -40,7 +44,9 @@ pub fn handler(
             mirror.received();
             match request::build(&msg, &names) {
                 Ok(r) => {
-                    mirror.submit(r);
+                    // The client address, when HAProxy sends it (`sticky = "src"`).
+                    let src = arg_src.as_deref().and_then(|n| msg.ip(n).ok());
+                    mirror.submit_from(r, src);
                 }
                 Err(kind) => {
                     if mirror.metrics().bad_message(kind) {

@@ -1,9 +1,20 @@
-//! Counters, gauges and a latency histogram, rendered as Prometheus text.
+//! Counters, gauges and a latency histogram, kept in `prometheus-client`
+//! metrics (the official Rust client) and rendered in its OpenMetrics text.
+//!
+//! Every series is made when its target is (all label values at zero), so
+//! that scrapes see them from the start; a counter bump on the request path
+//! is one atomic add on a handle kept by the target (no label lookup).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::request::BadMessage;
 
@@ -24,12 +35,17 @@ pub enum Reason {
     BadMessage,
     /// The target is backing off after connection errors.
     TargetBackoff,
-    /// The agent was shutting down and the drain deadline passed.
+    /// The agent was shutting down and the drain deadline passed (or the
+    /// target was removed by a reload and its queue could not drain).
     Shutdown,
+    /// Over the target's `rate_limit`.
+    RateLimited,
+    /// The request carries the loop marker: it is a mirrored one.
+    Loop,
 }
 
 impl Reason {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::QueueFull,
         Self::QueueBytes,
         Self::SampledOut,
@@ -38,6 +54,8 @@ impl Reason {
         Self::BadMessage,
         Self::TargetBackoff,
         Self::Shutdown,
+        Self::RateLimited,
+        Self::Loop,
     ];
 
     /// The reason's label.
@@ -51,6 +69,8 @@ impl Reason {
             Self::BadMessage => "bad_message",
             Self::TargetBackoff => "target_backoff",
             Self::Shutdown => "shutdown",
+            Self::RateLimited => "rate_limited",
+            Self::Loop => "loop",
         }
     }
 }
@@ -69,80 +89,182 @@ pub enum TargetError {
     Timeout,
     /// Anything else (reset, protocol error...).
     Other,
+    /// The TLS handshake failed (certificate not trusted, no common
+    /// protocol...).
+    Tls,
 }
 
 impl TargetError {
-    const ALL: [Self; 3] = [Self::Connect, Self::Timeout, Self::Other];
+    const ALL: [Self; 4] = [Self::Connect, Self::Timeout, Self::Other, Self::Tls];
     const fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Other => "other",
+            Self::Tls => "tls",
         }
     }
 }
 
-/// Per-target figures.
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label sets: `(name, value)` pairs.
+type Labels = Vec<(&'static str, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The per-target reasons shown in `spop_mirror_target_dropped_total`.
+const TARGET_REASONS: [Reason; 7] = [
+    Reason::QueueFull,
+    Reason::QueueBytes,
+    Reason::TargetBackoff,
+    Reason::Shutdown,
+    Reason::Filtered,
+    Reason::SampledOut,
+    Reason::RateLimited,
+];
+
+/// The families with a `target` label.
+#[derive(Debug, Clone)]
+struct TargetFamilies {
+    mirrored: Counters,
+    errors: Counters,
+    dropped: Counters,
+    up: Gauges,
+    outages: Counters,
+    queue_depth: Gauges,
+    in_flight: Gauges,
+    latency: Histograms,
+}
+
+impl TargetFamilies {
+    fn new() -> Self {
+        Self {
+            mirrored: Counters::default(),
+            errors: Counters::default(),
+            dropped: Counters::default(),
+            up: Gauges::default(),
+            outages: Counters::default(),
+            queue_depth: Gauges::default(),
+            in_flight: Gauges::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+fn target_labels(label: &str) -> Labels {
+    vec![("target", label.to_owned())]
+}
+
+fn with(label: &str, key: &'static str, value: &str) -> Labels {
+    vec![("target", label.to_owned()), (key, value.to_owned())]
+}
+
+/// Per-target figures: handles on the target's series.
 #[derive(Debug)]
 pub struct TargetMetrics {
-    /// The target's URL, as a label.
+    /// The target's name, as a label.
     pub label: String,
-    responses: [AtomicU64; 5],
-    errors: [AtomicU64; 3],
-    dropped: [AtomicU64; 8],
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
-    queue_depth: AtomicI64,
-    in_flight: AtomicI64,
+    responses: [Counter; 5],
+    errors: [Counter; TargetError::ALL.len()],
+    dropped: [Counter; Reason::ALL.len()],
+    latency: Histogram,
+    queue_depth: Gauge,
+    in_flight: Gauge,
+    up: Gauge,
     down: AtomicBool,
-    outages: AtomicU64,
+    outages: Counter,
 }
 
 impl TargetMetrics {
-    fn new(label: String) -> Self {
+    fn new(label: String, f: &TargetFamilies) -> Self {
+        let responses = std::array::from_fn(|i| {
+            f.mirrored
+                .get_or_create(&with(&label, "class", &format!("{}xx", i + 1)))
+                .clone()
+        });
+        let errors = std::array::from_fn(|i| {
+            TargetError::ALL
+                .get(i)
+                .map(|e| {
+                    f.errors
+                        .get_or_create(&with(&label, "kind", e.label()))
+                        .clone()
+                })
+                .unwrap_or_default()
+        });
+        // Reasons not shown per target count in handles of their own.
+        let dropped = std::array::from_fn(|i| match Reason::ALL.get(i) {
+            Some(r) if TARGET_REASONS.contains(r) => f
+                .dropped
+                .get_or_create(&with(&label, "reason", r.label()))
+                .clone(),
+            _ => Counter::default(),
+        });
+        let labels = target_labels(&label);
+        let up = f.up.get_or_create(&labels).clone();
+        up.set(1);
         Self {
-            label,
-            responses: Default::default(),
-            errors: Default::default(),
-            dropped: Default::default(),
-            latency: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
-            queue_depth: AtomicI64::new(0),
-            in_flight: AtomicI64::new(0),
+            responses,
+            errors,
+            dropped,
+            latency: f.latency.get_or_create(&labels).clone(),
+            queue_depth: f.queue_depth.get_or_create(&labels).clone(),
+            in_flight: f.in_flight.get_or_create(&labels).clone(),
+            up,
             down: AtomicBool::new(false),
-            outages: AtomicU64::new(0),
+            outages: f.outages.get_or_create(&labels).clone(),
+            label,
         }
+    }
+
+    /// Removes the target's series (a reload removed it).
+    fn unregister(&self, f: &TargetFamilies) {
+        let label = &self.label;
+        for class in 1..=5 {
+            f.mirrored
+                .remove(&with(label, "class", &format!("{class}xx")));
+        }
+        for e in TargetError::ALL {
+            f.errors.remove(&with(label, "kind", e.label()));
+        }
+        for r in TARGET_REASONS {
+            f.dropped.remove(&with(label, "reason", r.label()));
+        }
+        let labels = target_labels(label);
+        f.up.remove(&labels);
+        f.outages.remove(&labels);
+        f.queue_depth.remove(&labels);
+        f.in_flight.remove(&labels);
+        f.latency.remove(&labels);
     }
 
     /// Counts an answer with this status, and its latency.
     pub fn response(&self, status: u16, took: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         if let Some(c) = self.responses.get(class) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
-        let secs = took.as_secs_f64();
-        let slot = BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(BUCKETS.len());
-        if let Some(c) = self.latency.get(slot) {
-            c.fetch_add(1, Relaxed);
-        }
-        self.latency_sum_us
-            .fetch_add(took.as_micros() as u64, Relaxed);
+        self.latency.observe(took.as_secs_f64());
     }
 
     /// Counts a failed request.
     pub fn error(&self, e: TargetError) {
         if let Some(c) = self.errors.get(e as usize) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
     }
 
     /// Counts a request this target did not get.
     pub fn count_drop(&self, why: Reason) {
         if let Some(c) = self.dropped.get(why as usize) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
     }
 
@@ -150,51 +272,51 @@ impl TargetMetrics {
     pub fn responses(&self, class: usize) -> u64 {
         self.responses
             .get(class.wrapping_sub(1))
-            .map_or(0, |c| c.load(Relaxed))
+            .map_or(0, Counter::get)
     }
 
     /// Errors of this kind.
     pub fn errors(&self, e: TargetError) -> u64 {
-        self.errors.get(e as usize).map_or(0, |c| c.load(Relaxed))
+        self.errors.get(e as usize).map_or(0, Counter::get)
     }
 
     /// Requests dropped for this target for this reason.
     pub fn dropped(&self, why: Reason) -> u64 {
-        self.dropped
-            .get(why as usize)
-            .map_or(0, |c| c.load(Relaxed))
+        self.dropped.get(why as usize).map_or(0, Counter::get)
     }
 
     /// Answers received, all statuses.
     pub fn mirrored(&self) -> u64 {
-        self.responses.iter().map(|c| c.load(Relaxed)).sum()
+        self.responses.iter().map(Counter::get).sum()
     }
 
     pub(crate) fn queue(&self, delta: i64) {
-        self.queue_depth.fetch_add(delta, Relaxed);
+        self.queue_depth.inc_by(delta);
     }
 
     pub(crate) fn flight(&self, delta: i64) {
-        self.in_flight.fetch_add(delta, Relaxed);
+        self.in_flight.inc_by(delta);
     }
 
     /// Requests waiting in this target's queue.
     pub fn queue_depth(&self) -> i64 {
-        self.queue_depth.load(Relaxed)
+        self.queue_depth.get()
     }
 
     pub(crate) fn went_down(&self) {
-        self.outages.fetch_add(1, Relaxed);
+        self.outages.inc();
         self.down.store(true, Relaxed);
+        self.up.set(0);
     }
 
     pub(crate) fn came_back(&self) {
         self.down.store(false, Relaxed);
+        self.up.set(1);
     }
 
     /// Outages so far (a failed connection while the target was up starts one).
     pub fn outages(&self) -> u64 {
-        self.outages.load(Relaxed)
+        self.outages.get()
     }
 
     /// Whether the target is taken as reachable.
@@ -206,61 +328,243 @@ impl TargetMetrics {
 /// Everything spop-mirror counts.
 #[derive(Debug)]
 pub struct Metrics {
-    received: AtomicU64,
-    accepted: AtomicU64,
-    dropped: [AtomicU64; 8],
-    bad: [AtomicU64; BadMessage::ALL.len()],
+    registry: Registry,
+    received: Counter,
+    accepted: Counter,
+    dropped: [Counter; Reason::ALL.len()],
+    bad: [Counter; BadMessage::ALL.len()],
     bad_logged: [AtomicBool; BadMessage::ALL.len()],
-    uri_reencoded: AtomicU64,
-    queued_bytes: AtomicU64,
-    /// Per target, in `--target` order.
-    pub targets: Vec<TargetMetrics>,
+    uri_reencoded: Counter,
+    queued_bytes: Gauge,
+    families: TargetFamilies,
+    /// Per target, in configuration order; replaced on reload (a target
+    /// kept keeps its figures).
+    targets: RwLock<Vec<Arc<TargetMetrics>>>,
+    config_generation: Gauge,
+    config_loaded: Gauge<f64, std::sync::atomic::AtomicU64>,
+    config_reload_failures: Counter,
 }
 
 impl Metrics {
     /// Metrics for these targets.
     pub fn new(targets: impl IntoIterator<Item = String>) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let received = Counter::default();
+        registry.register(
+            "spop_mirror_requests_received",
+            "mirror messages received from HAProxy",
+            received.clone(),
+        );
+        let accepted = Counter::default();
+        registry.register(
+            "spop_mirror_requests_accepted",
+            "requests queued for at least one target",
+            accepted.clone(),
+        );
+        let dropped_family = Counters::default();
+        registry.register(
+            "spop_mirror_requests_dropped",
+            "requests not mirrored, by reason (per target: see spop_mirror_target_dropped_total)",
+            dropped_family.clone(),
+        );
+        let dropped = std::array::from_fn(|i| {
+            Reason::ALL
+                .get(i)
+                .map(|r| {
+                    dropped_family
+                        .get_or_create(&vec![("reason", r.label().to_owned())])
+                        .clone()
+                })
+                .unwrap_or_default()
+        });
+        let bad_family = Counters::default();
+        registry.register(
+            "spop_mirror_bad_messages",
+            "messages that could not become requests, by kind",
+            bad_family.clone(),
+        );
+        let bad = std::array::from_fn(|i| {
+            BadMessage::ALL
+                .get(i)
+                .map(|k| {
+                    bad_family
+                        .get_or_create(&vec![("kind", k.label().to_owned())])
+                        .clone()
+                })
+                .unwrap_or_default()
+        });
+        let uri_reencoded = Counter::default();
+        registry.register(
+            "spop_mirror_uri_reencoded",
+            "URLs whose bytes had to be percent-encoded",
+            uri_reencoded.clone(),
+        );
+        let queued_bytes = Gauge::default();
+        registry.register(
+            "spop_mirror_queued_bytes",
+            "bytes of requests waiting in queues",
+            queued_bytes.clone(),
+        );
+        let f = TargetFamilies::new();
+        registry.register(
+            "spop_mirror_requests_mirrored",
+            "requests a target answered, by status class",
+            f.mirrored.clone(),
+        );
+        registry.register(
+            "spop_mirror_target_errors",
+            "mirrored requests that failed, by kind",
+            f.errors.clone(),
+        );
+        registry.register(
+            "spop_mirror_target_dropped",
+            "requests a target did not get, by reason",
+            f.dropped.clone(),
+        );
+        registry.register(
+            "spop_mirror_target_up",
+            "1 while a target is reachable, 0 while it is probed after a failed connection",
+            f.up.clone(),
+        );
+        registry.register(
+            "spop_mirror_target_outages",
+            "times a target became unreachable",
+            f.outages.clone(),
+        );
+        registry.register(
+            "spop_mirror_queue_depth",
+            "requests waiting per target",
+            f.queue_depth.clone(),
+        );
+        registry.register(
+            "spop_mirror_in_flight",
+            "requests being sent per target",
+            f.in_flight.clone(),
+        );
+        registry.register(
+            "spop_mirror_latency_seconds",
+            "time from sending a mirrored request to the end of its answer",
+            f.latency.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "spop_mirror_config_generation",
+            "the configuration in force: 1 at start-up, +1 per reload applied",
+            config_generation.clone(),
+        );
+        let config_loaded = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "spop_mirror_config_loaded_timestamp_seconds",
+            "when the configuration in force was read (Unix time)",
+            config_loaded.clone(),
+        );
+        let config_reload_failures = Counter::default();
+        registry.register(
+            "spop_mirror_config_reload_failures",
+            "reloads refused (the file did not parse or a setting was bad)",
+            config_reload_failures.clone(),
+        );
+        let targets = targets
+            .into_iter()
+            .map(|t| Arc::new(TargetMetrics::new(t, &f)))
+            .collect();
         Arc::new(Self {
-            received: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            dropped: Default::default(),
-            bad: Default::default(),
+            registry,
+            received,
+            accepted,
+            dropped,
+            bad,
             bad_logged: Default::default(),
-            uri_reencoded: AtomicU64::new(0),
-            queued_bytes: AtomicU64::new(0),
-            targets: targets.into_iter().map(TargetMetrics::new).collect(),
+            uri_reencoded,
+            queued_bytes,
+            families: f,
+            targets: RwLock::new(targets),
+            config_generation,
+            config_loaded,
+            config_reload_failures,
         })
     }
 
+    /// The targets' figures now, in configuration order.
+    pub fn targets(&self) -> Vec<Arc<TargetMetrics>> {
+        self.targets.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The figures of the target labelled `label` (made if new).
+    pub fn target(&self, label: &str) -> Arc<TargetMetrics> {
+        if let Some(t) = self.targets().into_iter().find(|t| t.label == label) {
+            return t;
+        }
+        let t = Arc::new(TargetMetrics::new(label.to_owned(), &self.families));
+        if let Ok(mut all) = self.targets.write() {
+            all.push(Arc::clone(&t));
+        }
+        t
+    }
+
+    /// After a reload: only these targets' figures are kept and shown, in
+    /// this order; the others' series are removed.
+    pub fn set_targets(&self, targets: Vec<Arc<TargetMetrics>>) {
+        if let Ok(mut all) = self.targets.write() {
+            for old in all.iter() {
+                if !targets.iter().any(|t| t.label == old.label) {
+                    old.unregister(&self.families);
+                }
+            }
+            *all = targets;
+        }
+    }
+
+    /// A configuration (`generation`, read at `loaded`) is in force.
+    pub fn config_loaded(&self, generation: u64, loaded: std::time::SystemTime) {
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let secs = loaded
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.config_loaded.set(secs);
+    }
+
+    /// A reload was refused.
+    pub fn config_reload_failed(&self) {
+        self.config_reload_failures.inc();
+    }
+
+    /// The configuration generation in force.
+    pub fn config_generation(&self) -> u64 {
+        u64::try_from(self.config_generation.get()).unwrap_or(0)
+    }
+
+    /// Reloads refused.
+    pub fn config_reload_failures(&self) -> u64 {
+        self.config_reload_failures.get()
+    }
+
     pub(crate) fn received(&self) {
-        self.received.fetch_add(1, Relaxed);
+        self.received.inc();
     }
 
     pub(crate) fn accepted(&self) {
-        self.accepted.fetch_add(1, Relaxed);
+        self.accepted.inc();
     }
 
     pub(crate) fn reencoded(&self) {
-        self.uri_reencoded.fetch_add(1, Relaxed);
+        self.uri_reencoded.inc();
     }
 
     pub(crate) fn queued_bytes(&self, delta: i64) {
-        if delta >= 0 {
-            self.queued_bytes.fetch_add(delta as u64, Relaxed);
-        } else {
-            self.queued_bytes.fetch_sub(delta.unsigned_abs(), Relaxed);
-        }
+        self.queued_bytes.inc_by(delta);
     }
 
     /// Bytes waiting in queues now.
     pub fn queued_bytes_now(&self) -> u64 {
-        self.queued_bytes.load(Relaxed)
+        u64::try_from(self.queued_bytes.get()).unwrap_or(0)
     }
 
     /// Counts a request not mirrored at all.
     pub fn count_drop(&self, why: Reason) {
         if let Some(c) = self.dropped.get(why as usize) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
     }
 
@@ -268,7 +572,7 @@ impl Metrics {
     pub fn bad_message(&self, kind: BadMessage) -> bool {
         let i = BadMessage::ALL.iter().position(|&k| k == kind).unwrap_or(0);
         if let Some(c) = self.bad.get(i) {
-            c.fetch_add(1, Relaxed);
+            c.inc();
         }
         self.count_drop(Reason::BadMessage);
         self.bad_logged
@@ -278,303 +582,112 @@ impl Metrics {
 
     /// `mirror` messages received.
     pub fn received_total(&self) -> u64 {
-        self.received.load(Relaxed)
+        self.received.get()
     }
 
     /// Requests accepted for mirroring (queued for at least one target).
     pub fn accepted_total(&self) -> u64 {
-        self.accepted.load(Relaxed)
+        self.accepted.get()
     }
 
     /// Requests not mirrored at all, for this reason.
     pub fn dropped(&self, why: Reason) -> u64 {
-        self.dropped
-            .get(why as usize)
-            .map_or(0, |c| c.load(Relaxed))
+        self.dropped.get(why as usize).map_or(0, Counter::get)
     }
 
     /// Bad messages of this kind.
     pub fn bad_messages(&self, kind: BadMessage) -> u64 {
         let i = BadMessage::ALL.iter().position(|&k| k == kind).unwrap_or(0);
-        self.bad.get(i).map_or(0, |c| c.load(Relaxed))
+        self.bad.get(i).map_or(0, Counter::get)
     }
 
-    /// The Prometheus text exposition of every metric, and the agent's.
+    /// The OpenMetrics text ([`CONTENT_TYPE`]) of every metric, and the
+    /// agent's.
     pub fn render(&self, agent: Option<&haproxy_spop::runtime::Stats>) -> String {
-        let mut o = String::with_capacity(4096);
-        let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        family(
-            &mut o,
-            "spop_mirror_requests_received_total",
-            "counter",
-            "mirror messages received from HAProxy",
-        );
-        let _ = writeln!(
-            o,
-            "spop_mirror_requests_received_total {}",
-            self.received_total()
-        );
-        family(
-            &mut o,
-            "spop_mirror_requests_accepted_total",
-            "counter",
-            "requests queued for at least one target",
-        );
-        let _ = writeln!(
-            o,
-            "spop_mirror_requests_accepted_total {}",
-            self.accepted_total()
-        );
-        family(
-            &mut o,
-            "spop_mirror_requests_dropped_total",
-            "counter",
-            "requests not mirrored, by reason (per target: see spop_mirror_target_dropped_total)",
-        );
-        for why in Reason::ALL {
-            let _ = writeln!(
-                o,
-                "spop_mirror_requests_dropped_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.dropped(why)
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_bad_messages_total",
-            "counter",
-            "messages that could not become requests, by kind",
-        );
-        for kind in BadMessage::ALL {
-            let _ = writeln!(
-                o,
-                "spop_mirror_bad_messages_total{{kind=\"{}\"}} {}",
-                kind.label(),
-                self.bad_messages(kind)
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_uri_reencoded_total",
-            "counter",
-            "URLs whose bytes had to be percent-encoded",
-        );
-        let _ = writeln!(
-            o,
-            "spop_mirror_uri_reencoded_total {}",
-            self.uri_reencoded.load(Relaxed)
-        );
-        family(
-            &mut o,
-            "spop_mirror_queued_bytes",
-            "gauge",
-            "bytes of requests waiting in queues",
-        );
-        let _ = writeln!(o, "spop_mirror_queued_bytes {}", self.queued_bytes_now());
-        family(
-            &mut o,
-            "spop_mirror_requests_mirrored_total",
-            "counter",
-            "requests a target answered, by status class",
-        );
-        for t in &self.targets {
-            for class in 1..=5 {
-                let _ = writeln!(
-                    o,
-                    "spop_mirror_requests_mirrored_total{{target=\"{}\",class=\"{class}xx\"}} {}",
-                    t.label,
-                    t.responses(class)
-                );
-            }
-        }
-        family(
-            &mut o,
-            "spop_mirror_target_errors_total",
-            "counter",
-            "mirrored requests that failed, by kind",
-        );
-        for t in &self.targets {
-            for e in TargetError::ALL {
-                let _ = writeln!(
-                    o,
-                    "spop_mirror_target_errors_total{{target=\"{}\",kind=\"{}\"}} {}",
-                    t.label,
-                    e.label(),
-                    t.errors(e)
-                );
-            }
-        }
-        family(
-            &mut o,
-            "spop_mirror_target_dropped_total",
-            "counter",
-            "requests a target did not get, by reason",
-        );
-        for t in &self.targets {
-            for why in [
-                Reason::QueueFull,
-                Reason::QueueBytes,
-                Reason::TargetBackoff,
-                Reason::Shutdown,
-            ] {
-                let _ = writeln!(
-                    o,
-                    "spop_mirror_target_dropped_total{{target=\"{}\",reason=\"{}\"}} {}",
-                    t.label,
-                    why.label(),
-                    t.dropped(why)
-                );
-            }
-        }
-        family(
-            &mut o,
-            "spop_mirror_target_up",
-            "gauge",
-            "1 while a target is reachable, 0 while it is probed after a failed connection",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                o,
-                "spop_mirror_target_up{{target=\"{}\"}} {}",
-                t.label,
-                u8::from(t.is_up())
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_target_outages_total",
-            "counter",
-            "times a target became unreachable",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                o,
-                "spop_mirror_target_outages_total{{target=\"{}\"}} {}",
-                t.label,
-                t.outages()
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_queue_depth",
-            "gauge",
-            "requests waiting per target",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                o,
-                "spop_mirror_queue_depth{{target=\"{}\"}} {}",
-                t.label,
-                t.queue_depth()
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_in_flight",
-            "gauge",
-            "requests being sent per target",
-        );
-        for t in &self.targets {
-            let _ = writeln!(
-                o,
-                "spop_mirror_in_flight{{target=\"{}\"}} {}",
-                t.label,
-                t.in_flight.load(Relaxed)
-            );
-        }
-        family(
-            &mut o,
-            "spop_mirror_latency_seconds",
-            "histogram",
-            "time from sending a mirrored request to the end of its answer",
-        );
-        for t in &self.targets {
-            let mut cumulative = 0;
-            for (i, le) in BUCKETS.iter().enumerate() {
-                cumulative += t.latency.get(i).map_or(0, |c| c.load(Relaxed));
-                let _ = writeln!(
-                    o,
-                    "spop_mirror_latency_seconds_bucket{{target=\"{}\",le=\"{le}\"}} {cumulative}",
-                    t.label
-                );
-            }
-            cumulative += t.latency.get(BUCKETS.len()).map_or(0, |c| c.load(Relaxed));
-            let _ = writeln!(
-                o,
-                "spop_mirror_latency_seconds_bucket{{target=\"{}\",le=\"+Inf\"}} {cumulative}",
-                t.label
-            );
-            let sum = t.latency_sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                o,
-                "spop_mirror_latency_seconds_sum{{target=\"{}\"}} {sum}",
-                t.label
-            );
-            let _ = writeln!(
-                o,
-                "spop_mirror_latency_seconds_count{{target=\"{}\"}} {cumulative}",
-                t.label
-            );
-        }
+        let mut o = String::with_capacity(8192);
+        let _ = encode(&mut o, &self.registry);
         if let Some(s) = agent {
-            let snap = s.snapshot();
-            family(
-                &mut o,
-                "spop_connections",
-                "gauge",
-                "SPOP connections from HAProxy open now",
-            );
-            let _ = writeln!(o, "spop_connections {}", snap.connections_active);
-            family(
-                &mut o,
-                "spop_connections_total",
-                "counter",
-                "SPOP connections accepted",
-            );
-            let _ = writeln!(o, "spop_connections_total {}", snap.connections_total);
-            family(
-                &mut o,
-                "spop_frames_received_total",
-                "counter",
-                "SPOP frames received, by type",
-            );
-            for (t, n) in &snap.frames_received {
-                let _ = writeln!(o, "spop_frames_received_total{{type=\"{}\"}} {n}", t.name());
+            // One "# EOF" at the very end.
+            if o.ends_with("# EOF\n") {
+                o.truncate(o.len() - "# EOF\n".len());
             }
-            family(
-                &mut o,
-                "spop_frames_sent_total",
-                "counter",
-                "SPOP frames sent, by type",
-            );
-            for (t, n) in &snap.frames_sent {
-                let _ = writeln!(o, "spop_frames_sent_total{{type=\"{}\"}} {n}", t.name());
-            }
-            family(
-                &mut o,
-                "spop_disconnects_sent_total",
-                "counter",
-                "AGENT-DISCONNECT sent, by status",
-            );
-            for (st, n) in &snap.disconnects_sent {
-                let _ = writeln!(
-                    o,
-                    "spop_disconnects_sent_total{{status=\"{}\"}} {n}",
-                    st.code()
-                );
-            }
-            family(
-                &mut o,
-                "spop_in_flight",
-                "gauge",
-                "NOTIFY frames being handled",
-            );
-            let _ = writeln!(o, "spop_in_flight {}", snap.in_flight);
+            let _ = encode(&mut o, &agent_registry(&s.snapshot()));
         }
         o
     }
+}
+
+/// The SPOP agent's figures, as of one scrape.
+fn agent_registry(snap: &haproxy_spop::runtime::StatsSnapshot) -> Registry {
+    let mut r = Registry::default();
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    r.register(
+        "spop_connections",
+        "SPOP connections from HAProxy open now",
+        gauge(snap.connections_active),
+    );
+    // The library's names: `spop_connections_total` shares its OpenMetrics
+    // family name with the gauge above.
+    r.register(
+        "spop_connections",
+        "SPOP connections accepted",
+        counter(snap.connections_total),
+    );
+    let by = |pairs: Vec<(String, u64)>, key: &'static str| {
+        let f = Counters::default();
+        for (label, n) in pairs {
+            f.get_or_create(&vec![(key, label)]).inc_by(n);
+        }
+        f
+    };
+    r.register(
+        "spop_frames_received",
+        "SPOP frames received, by type",
+        by(
+            snap.frames_received
+                .iter()
+                .map(|(t, n)| (t.name().to_owned(), *n))
+                .collect(),
+            "type",
+        ),
+    );
+    r.register(
+        "spop_frames_sent",
+        "SPOP frames sent, by type",
+        by(
+            snap.frames_sent
+                .iter()
+                .map(|(t, n)| (t.name().to_owned(), *n))
+                .collect(),
+            "type",
+        ),
+    );
+    r.register(
+        "spop_disconnects_sent",
+        "AGENT-DISCONNECT sent, by status",
+        by(
+            snap.disconnects_sent
+                .iter()
+                .map(|(st, n)| (st.code().to_string(), *n))
+                .collect(),
+            "status",
+        ),
+    );
+    r.register(
+        "spop_in_flight",
+        "NOTIFY frames being handled",
+        gauge(snap.in_flight),
+    );
+    r
 }
 
 #[cfg(test)]
@@ -592,7 +705,7 @@ mod tests {
             !m.bad_message(BadMessage::BadHeaders),
             "logged once per kind"
         );
-        let t = &m.targets[0];
+        let t = &m.targets()[0];
         t.response(204, Duration::from_millis(3));
         t.response(503, Duration::from_secs(20));
         t.error(TargetError::Connect);
@@ -606,17 +719,45 @@ mod tests {
             "spop_mirror_requests_mirrored_total{target=\"http://t1\",class=\"2xx\"} 1",
             "spop_mirror_requests_mirrored_total{target=\"http://t1\",class=\"5xx\"} 1",
             "spop_mirror_target_errors_total{target=\"http://t1\",kind=\"connect\"} 1",
-            "spop_mirror_latency_seconds_bucket{target=\"http://t1\",le=\"0.005\"} 1",
-            "spop_mirror_latency_seconds_bucket{target=\"http://t1\",le=\"10\"} 1",
-            "spop_mirror_latency_seconds_bucket{target=\"http://t1\",le=\"+Inf\"} 2",
+            "spop_mirror_latency_seconds_bucket{le=\"0.005\",target=\"http://t1\"} 1",
+            "spop_mirror_latency_seconds_bucket{le=\"10.0\",target=\"http://t1\"} 1",
+            "spop_mirror_latency_seconds_bucket{le=\"+Inf\",target=\"http://t1\"} 2",
             "spop_mirror_latency_seconds_count{target=\"http://t1\"} 2",
             "spop_mirror_target_up{target=\"http://t1\"} 0",
             "spop_mirror_target_outages_total{target=\"http://t1\"} 1",
+            "spop_mirror_target_dropped_total{target=\"http://t1\",reason=\"rate_limited\"} 0",
+            "spop_mirror_target_errors_total{target=\"http://t1\",kind=\"tls\"} 0",
+            "spop_mirror_requests_dropped_total{reason=\"loop\"} 0",
+            "spop_mirror_config_generation 0",
+            "spop_mirror_config_reload_failures_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn removed_targets_lose_their_series() {
+        let m = Metrics::new(["a".to_owned(), "b".to_owned()]);
+        m.targets()[1].count_drop(Reason::QueueFull);
+        let a = m.target("a");
+        a.response(200, Duration::from_millis(1));
+        m.set_targets(vec![a, m.target("c")]);
+        m.config_loaded(
+            2,
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+        );
+        let text = m.render(None);
+        assert!(!text.contains("target=\"b\""), "{text}");
+        assert!(text.contains("spop_mirror_requests_mirrored_total{target=\"a\",class=\"2xx\"} 1"));
+        assert!(text.contains("spop_mirror_target_up{target=\"c\"} 1"));
+        assert!(text.contains("spop_mirror_config_generation 2\n"));
+        assert!(
+            text.contains("spop_mirror_config_loaded_timestamp_seconds 1000.0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -15,8 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, HostRewrite};
+use arc_swap::ArcSwap;
+
+use crate::config::HostRewrite;
 use crate::metrics::{Metrics, Reason, TargetError, TargetMetrics};
+use crate::policy::{Policy, TargetSet};
 use crate::request::MirrorRequest;
 
 /// What [`Mirror::submit`] did with a request.
@@ -28,62 +31,18 @@ pub enum Submitted {
     Dropped(Reason),
 }
 
-/// The settings the engine needs (from [`Config`]).
-#[derive(Debug, Clone)]
-pub struct MirrorConfig {
-    /// The targets.
-    pub targets: Vec<Uri>,
-    /// Percent of requests mirrored.
-    pub sample: f64,
-    /// Methods mirrored (empty: all).
-    pub methods: Vec<String>,
-    /// Path prefixes mirrored (empty: all).
-    pub path_prefixes: Vec<String>,
-    /// Path regex.
-    pub path_regex: Option<regex::Regex>,
-    /// Headers added.
-    pub add_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// Host handling.
-    pub host: HostRewrite,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Request timeout.
-    pub request_timeout: Duration,
-    /// In flight per target.
-    pub max_concurrency: usize,
-    /// Queue length per target.
-    pub queue_size: usize,
-    /// Bytes queued, all targets.
-    pub max_queued_bytes: usize,
-    /// Send truncated bodies.
-    pub send_truncated: bool,
-    /// h2c.
-    pub http2: bool,
-}
-
-impl From<&Config> for MirrorConfig {
-    fn from(c: &Config) -> Self {
-        Self {
-            targets: c.targets.clone(),
-            sample: c.sample,
-            methods: c.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-            path_prefixes: c.path_prefixes.clone(),
-            path_regex: c.path_regex.clone(),
-            add_headers: c.add_headers.clone(),
-            host: c.host.clone(),
-            connect_timeout: c.connect_timeout,
-            request_timeout: c.request_timeout,
-            max_concurrency: c.max_concurrency.max(1),
-            queue_size: c.queue_size.max(1),
-            max_queued_bytes: c.max_queued_bytes,
-            send_truncated: c.send_truncated,
-            http2: c.http2,
-        }
-    }
-}
+/// The settings the engine needs: the target set (see [`crate::policy`]).
+pub type MirrorConfig = TargetSet;
 
 struct Target {
-    index: usize,
+    /// The target's policy, replaced in place by a reload that keeps its
+    /// connections (see [`Policy::same_connections`]).
+    policy: ArcSwap<Policy>,
+    /// Its figures.
+    m: Arc<TargetMetrics>,
+    /// Set when a reload removed (or replaced) the target: its workers
+    /// send what is queued, then end.
+    retired: watch::Sender<bool>,
     uri: Uri,
     /// The target's path, put in front of mirrored paths ("" for "/").
     prefix: String,
@@ -99,9 +58,16 @@ struct Target {
     up_since: AtomicU64,
 }
 
+/// The configuration in force and its targets (`targets[i]` runs
+/// `set.targets[i]`).
+struct Live {
+    set: Arc<TargetSet>,
+    targets: Vec<Arc<Target>>,
+}
+
 struct Inner {
-    cfg: MirrorConfig,
-    targets: Vec<Target>,
+    live: ArcSwap<Live>,
+    tasks: std::sync::Mutex<JoinSet<()>>,
     metrics: Arc<Metrics>,
     rng: AtomicU64,
     epoch: Instant,
@@ -117,66 +83,105 @@ pub struct Mirror {
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mirror")
-            .field("targets", &self.inner.cfg.targets)
-            .finish()
+            .field("generation", &self.inner.live.load().set.generation)
+            .finish_non_exhaustive()
     }
 }
 
 /// The engine's worker tasks; [`Workers::drain`] waits for them.
-#[derive(Debug)]
 pub struct Workers {
-    tasks: JoinSet<()>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").finish_non_exhaustive()
+    }
 }
 
 impl Mirror {
-    /// Starts one worker per target (on the current tokio runtime).
-    pub fn start(cfg: MirrorConfig, metrics: Arc<Metrics>) -> (Self, Workers) {
+    /// Starts `max_concurrency` workers per target (on the current tokio
+    /// runtime).
+    pub fn start(set: TargetSet, metrics: Arc<Metrics>) -> (Self, Workers) {
         let (shutdown, _) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut targets = Vec::new();
-        let mut receivers = Vec::new();
-        for (index, uri) in cfg.targets.iter().enumerate() {
-            let (tx, rx) = mpsc::channel(cfg.queue_size);
-            let prefix = uri.path().trim_end_matches('/').to_owned();
-            let authority = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .unwrap_or_else(|| HeaderValue::from_static("localhost"));
-            targets.push(Target {
-                index,
-                uri: uri.clone(),
-                prefix,
-                authority,
-                tx,
-                down: AtomicBool::new(false),
-                outages: AtomicU32::new(0),
-                up_since: AtomicU64::new(0),
-            });
-            receivers.push(rx);
-        }
-        let mirror = Self {
-            inner: Arc::new(Inner {
-                cfg,
-                targets,
-                metrics,
-                rng: AtomicU64::new(seed()),
-                epoch: Instant::now(),
-                shutdown,
+        metrics.config_loaded(set.generation, set.loaded_at);
+        let set = Arc::new(set);
+        let inner = Arc::new(Inner {
+            live: ArcSwap::from_pointee(Live {
+                set: Arc::clone(&set),
+                targets: Vec::new(),
             }),
-        };
-        for (index, rx) in receivers.into_iter().enumerate() {
-            // The target's connections share its queue; each owns one
-            // keep-alive connection and sends one request at a time.
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..mirror.inner.cfg.max_concurrency {
-                tasks.spawn(connection_worker(
-                    Arc::clone(&mirror.inner),
-                    index,
-                    Arc::clone(&rx),
-                ));
+            tasks: std::sync::Mutex::new(JoinSet::new()),
+            metrics,
+            rng: AtomicU64::new(seed()),
+            epoch: Instant::now(),
+            shutdown,
+        });
+        let targets = set
+            .targets
+            .iter()
+            .map(|p| start_target(&inner, Arc::clone(p)))
+            .collect::<Vec<_>>();
+        inner
+            .metrics
+            .set_targets(targets.iter().map(|t| Arc::clone(&t.m)).collect());
+        inner.live.store(Arc::new(Live { set, targets }));
+        (
+            Self {
+                inner: Arc::clone(&inner),
+            },
+            Workers { inner },
+        )
+    }
+
+    /// Puts a new configuration in force: a target whose connections
+    /// settings are unchanged keeps its queue, connections and figures and
+    /// takes its new policy at once; a new (or changed) one starts; a
+    /// removed (or changed) one sends what it has queued, then ends.
+    pub fn reload(&self, set: TargetSet) {
+        let inner = &self.inner;
+        if *inner.shutdown.borrow() {
+            return;
+        }
+        let old = inner.live.load_full();
+        let set = Arc::new(set);
+        let mut kept = Vec::new();
+        let targets = set
+            .targets
+            .iter()
+            .map(|p| {
+                match old
+                    .targets
+                    .iter()
+                    .find(|t| t.policy.load().same_connections(p))
+                {
+                    Some(t) => {
+                        t.policy.store(Arc::clone(p));
+                        kept.push(Arc::as_ptr(t));
+                        Arc::clone(t)
+                    }
+                    None => start_target(inner, Arc::clone(p)),
+                }
+            })
+            .collect::<Vec<_>>();
+        inner
+            .metrics
+            .set_targets(targets.iter().map(|t| Arc::clone(&t.m)).collect());
+        inner.metrics.config_loaded(set.generation, set.loaded_at);
+        inner.live.store(Arc::new(Live { set, targets }));
+        for t in &old.targets {
+            if !kept.contains(&Arc::as_ptr(t)) {
+                t.retired.send_replace(true);
             }
         }
-        (mirror, Workers { tasks })
+        if let Ok(mut tasks) = inner.tasks.lock() {
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+
+    /// The configuration in force.
+    pub fn target_set(&self) -> Arc<TargetSet> {
+        Arc::clone(&self.inner.live.load().set)
     }
 
     /// The metrics.
@@ -191,93 +196,100 @@ impl Mirror {
 
     /// Filters, samples and queues a request for every target. Never blocks.
     pub fn submit(&self, req: MirrorRequest) -> Submitted {
+        self.submit_from(req, None)
+    }
+
+    /// [`Mirror::submit`], with the client address (for `sticky = "src"`).
+    pub fn submit_from(&self, req: MirrorRequest, src: Option<std::net::IpAddr>) -> Submitted {
         let inner = &*self.inner;
         let m = &inner.metrics;
-        let cfg = &inner.cfg;
+        let live = inner.live.load();
+        let set = &*live.set;
         if req.uri_reencoded() {
             m.reencoded();
         }
-        if !self.selected(&req) {
-            m.count_drop(Reason::Filtered);
-            return Submitted::Dropped(Reason::Filtered);
+        if set.is_loop(&req) {
+            m.count_drop(Reason::Loop);
+            return Submitted::Dropped(Reason::Loop);
         }
-        if cfg.sample < 100.0 {
-            let draw = splitmix(inner.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)) % 1_000_000;
-            if (draw as f64) >= cfg.sample * 10_000.0 {
-                m.count_drop(Reason::SampledOut);
-                return Submitted::Dropped(Reason::SampledOut);
+        // Each target's policy, once (a rate cap takes a token): a bit per
+        // target (a vector past 64 targets).
+        let n = live.targets.len();
+        let mut admitted_bits = 0u64;
+        let mut admitted_more = if n > 64 { vec![false; n] } else { Vec::new() };
+        let mut first_refusal = None;
+        for (i, t) in live.targets.iter().enumerate() {
+            let draw = || splitmix(inner.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed));
+            match t.policy.load().admit(&req, src, draw) {
+                Ok(()) if i < 64 => admitted_bits |= 1 << i,
+                Ok(()) => {
+                    if let Some(a) = admitted_more.get_mut(i) {
+                        *a = true;
+                    }
+                }
+                Err(why) => {
+                    t.m.count_drop(why);
+                    if i == 0 {
+                        first_refusal = Some(why);
+                    }
+                }
             }
         }
-        if req.truncated() && !cfg.send_truncated {
+        let admitted = |i: usize| {
+            if i < 64 {
+                admitted_bits & (1 << i) != 0
+            } else {
+                admitted_more.get(i).copied().unwrap_or(false)
+            }
+        };
+        if admitted_bits == 0 && !admitted_more.contains(&true) {
+            let why = first_refusal.unwrap_or(Reason::Filtered);
+            m.count_drop(why);
+            return Submitted::Dropped(why);
+        }
+        if req.truncated() && !set.send_truncated {
             m.count_drop(Reason::TruncatedBody);
             return Submitted::Dropped(Reason::TruncatedBody);
         }
         // The request's memory is counted once, however many targets share
         // it, until the last of them is done with it.
         let size = req.size() as u64;
-        let over_budget = m.queued_bytes_now() + size > cfg.max_queued_bytes as u64;
+        let over_budget = m.queued_bytes_now() + size > set.max_queued_bytes as u64;
         let req = (!over_budget).then(|| Queued::new(req, size, m));
         let mut queued = 0;
-        for t in &inner.targets {
-            let tm = &m.targets[t.index];
-            if t.down.load(Relaxed) {
-                tm.count_drop(Reason::TargetBackoff);
+        let mut first_drop = None;
+        for (i, t) in live.targets.iter().enumerate() {
+            if !admitted(i) {
                 continue;
             }
-            let Some(req) = &req else {
-                tm.count_drop(Reason::QueueBytes);
-                continue;
-            };
-            match t.tx.try_send(Arc::clone(req)) {
-                Ok(()) => {
-                    tm.queue(1);
-                    queued += 1;
+            let tm = &t.m;
+            let why = if t.down.load(Relaxed) {
+                Reason::TargetBackoff
+            } else if let Some(req) = &req {
+                match t.tx.try_send(Arc::clone(req)) {
+                    Ok(()) => {
+                        tm.queue(1);
+                        queued += 1;
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => Reason::QueueFull,
+                    Err(mpsc::error::TrySendError::Closed(_)) => Reason::Shutdown,
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => tm.count_drop(Reason::QueueFull),
-                Err(mpsc::error::TrySendError::Closed(_)) => tm.count_drop(Reason::Shutdown),
-            }
+            } else {
+                Reason::QueueBytes
+            };
+            tm.count_drop(why);
+            first_drop.get_or_insert(why);
         }
         if queued > 0 {
             m.accepted();
             Submitted::Queued(queued)
         } else {
-            // Not mirrored anywhere: count why once, by the first target's reason.
-            let why = inner
-                .targets
-                .first()
-                .map(|t| {
-                    let tm = &m.targets[t.index];
-                    [
-                        Reason::TargetBackoff,
-                        Reason::QueueBytes,
-                        Reason::QueueFull,
-                        Reason::Shutdown,
-                    ]
-                    .into_iter()
-                    .max_by_key(|&d| tm.dropped(d))
-                    .unwrap_or(Reason::QueueFull)
-                })
-                .unwrap_or(Reason::QueueFull);
+            // Not mirrored anywhere: counted once, by the first target's reason.
+            let why = first_drop.unwrap_or(Reason::QueueFull);
             m.count_drop(why);
             Submitted::Dropped(why)
         }
-    }
-
-    fn selected(&self, req: &MirrorRequest) -> bool {
-        let cfg = &self.inner.cfg;
-        if !cfg.methods.is_empty() && !cfg.methods.iter().any(|m| m == req.method()) {
-            return false;
-        }
-        let path = req.path();
-        if !cfg.path_prefixes.is_empty()
-            && !cfg
-                .path_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-        {
-            return false;
-        }
-        cfg.path_regex.as_ref().is_none_or(|re| re.is_match(path))
     }
 
     /// Stops taking requests; the workers send what is queued.
@@ -289,18 +301,60 @@ impl Mirror {
 impl Workers {
     /// Waits for queued and in-flight requests, up to `deadline`; what is
     /// left then is dropped (and counted).
-    pub async fn drain(mut self, deadline: Duration) -> bool {
+    pub async fn drain(self, deadline: Duration) -> bool {
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
         let done = tokio::time::timeout(deadline, async {
-            while self.tasks.join_next().await.is_some() {}
+            while tasks.join_next().await.is_some() {}
         })
         .await
         .is_ok();
         if !done {
-            self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
         done
     }
+}
+
+/// Starts a target's queue and workers.
+fn start_target(inner: &Arc<Inner>, policy: Arc<Policy>) -> Arc<Target> {
+    let (tx, rx) = mpsc::channel(policy.queue_size);
+    let uri = policy.uri.clone();
+    let prefix = uri.path().trim_end_matches('/').to_owned();
+    let authority = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("localhost"));
+    let t = Arc::new(Target {
+        m: inner.metrics.target(&policy.name),
+        retired: watch::channel(false).0,
+        uri,
+        prefix,
+        authority,
+        tx,
+        down: AtomicBool::new(false),
+        outages: AtomicU32::new(0),
+        up_since: AtomicU64::new(0),
+        policy: ArcSwap::new(Arc::clone(&policy)),
+    });
+    // The target's connections share its queue; each owns one keep-alive
+    // connection and sends one request at a time.
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    if let Ok(mut tasks) = inner.tasks.lock() {
+        for _ in 0..policy.max_concurrency {
+            tasks.spawn(connection_worker(
+                Arc::clone(inner),
+                Arc::clone(&t),
+                Arc::clone(&rx),
+            ));
+        }
+    }
+    t
 }
 
 fn seed() -> u64 {
@@ -347,15 +401,21 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Queued>>>>;
 /// One connection to a target: takes requests off the target's queue and
 /// sends them one after another on a kept-alive connection, reconnecting
 /// (after the back-off) when it breaks.
-async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
+async fn connection_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue) {
     let mut conn: Option<Sender> = None;
     let mut shutdown = inner.shutdown.subscribe();
+    let mut retired = t.retired.subscribe();
     loop {
         let next = {
             let mut rx = queue.lock().await;
             tokio::select! {
                 next = rx.recv() => next,
-                () = async { let _ = shutdown.wait_for(|s| *s).await; }, if !rx.is_closed() => {
+                () = async {
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => {}
+                        _ = retired.wait_for(|s| *s) => {}
+                    }
+                }, if !rx.is_closed() => {
                     // No new requests; what is queued still goes out.
                     rx.close();
                     rx.recv().await
@@ -363,9 +423,7 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
             }
         };
         let Some(req) = next else { break };
-        let m = &inner.metrics;
-        let tm = &m.targets[index];
-        let t = &inner.targets[index];
+        let tm = &*t.m;
         tm.queue(-1);
         if t.down.load(Relaxed) {
             tm.count_drop(Reason::TargetBackoff);
@@ -373,12 +431,12 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
         }
         if conn.as_ref().is_none_or(Sender::is_closed) {
             let attempt = inner.epoch.elapsed().as_millis() as u64;
-            conn = match connect(&inner, t).await {
+            conn = match connect(&inner, &t).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tm.error(e);
-                    if e == TargetError::Connect {
-                        target_down(&inner, index, attempt);
+                    if matches!(e, TargetError::Connect | TargetError::Tls) {
+                        target_down(&inner, &t, attempt);
                     }
                     continue;
                 }
@@ -388,7 +446,7 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
             continue;
         };
         tm.flight(1);
-        let ok = send(&inner, t, tm, sender, &req.req).await;
+        let ok = send(&inner, &t, tm, sender, &req.req).await;
         tm.flight(-1);
         if !ok {
             conn = None;
@@ -427,30 +485,57 @@ impl Sender {
     }
 }
 
-async fn connect(inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
+async fn connect(_inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
+    let policy = t.policy.load_full();
     let host = t
         .uri
         .host()
         .unwrap_or("localhost")
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = t.uri.port_u16().unwrap_or(80);
-    let stream = match tokio::time::timeout(
-        inner.cfg.connect_timeout,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(target = %t.uri, error = %e, "connect failed");
-            return Err(TargetError::Connect);
+    let port = t
+        .uri
+        .port_u16()
+        .unwrap_or(if policy.tls.is_some() { 443 } else { 80 });
+    let connecting = async {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| {
+                tracing::debug!(target = %t.uri, error = %e, "connect failed");
+                TargetError::Connect
+            })?;
+        let _ = stream.set_nodelay(true);
+        match &policy.tls {
+            None => Ok((Io::Plain(stream), policy.http2)),
+            Some(tls) => match tls.connect(stream).await {
+                Ok((s, h2)) => Ok((Io::Tls(Box::new(s)), h2)),
+                Err(e) => {
+                    tracing::debug!(target = %t.uri, error = %e, "TLS handshake failed");
+                    Err(TargetError::Tls)
+                }
+            },
         }
-        Err(_) => return Err(TargetError::Connect),
     };
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
-    if inner.cfg.http2 {
+    let (io, h2) = tokio::time::timeout(policy.connect_timeout, connecting)
+        .await
+        .map_err(|_| TargetError::Connect)??;
+    match io {
+        Io::Plain(s) => handshake(TokioIo::new(s), h2).await,
+        Io::Tls(s) => handshake(TokioIo::new(*s), h2).await,
+    }
+}
+
+/// A connected stream, before HTTP.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<crate::tls::Stream>),
+}
+
+async fn handshake<I>(io: I, h2: bool) -> Result<Sender, TargetError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if h2 {
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|_| TargetError::Connect)?;
@@ -486,12 +571,11 @@ pub fn probe_interval(outages: u32) -> Duration {
 /// queued requests' connections failing together) change nothing, and so
 /// does a failed attempt begun (at `attempt`, ms since `epoch`) before the
 /// target last came back.
-fn target_down(inner: &Arc<Inner>, index: usize, attempt: u64) {
-    let t = &inner.targets[index];
+fn target_down(inner: &Arc<Inner>, t: &Arc<Target>, attempt: u64) {
     if attempt < t.up_since.load(Relaxed) || t.down.swap(true, Relaxed) {
         return;
     }
-    inner.metrics.targets[index].went_down();
+    t.m.went_down();
     let now = inner.epoch.elapsed().as_millis() as u64;
     let up_for = now.saturating_sub(t.up_since.load(Relaxed));
     if up_for >= HEALTHY_RESET.as_millis() as u64 {
@@ -500,24 +584,25 @@ fn target_down(inner: &Arc<Inner>, index: usize, attempt: u64) {
     let outages = t.outages.fetch_add(1, Relaxed).saturating_add(1);
     let every = probe_interval(outages);
     tracing::warn!(target = %t.uri, outages, probe_ms = every.as_millis() as u64, "target unreachable; dropping its requests and probing it");
-    tokio::spawn(probe(Arc::clone(inner), index, every));
+    tokio::spawn(probe(Arc::clone(inner), Arc::clone(t), every));
 }
 
 /// Tries to connect to a down target every `every`, one attempt at a time,
 /// until it answers (or the engine closes).
-async fn probe(inner: Arc<Inner>, index: usize, every: Duration) {
-    let t = &inner.targets[index];
+async fn probe(inner: Arc<Inner>, t: Arc<Target>, every: Duration) {
     let mut shutdown = inner.shutdown.subscribe();
+    let mut retired = t.retired.subscribe();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+            _ = retired.wait_for(|s| *s) => return,
         }
-        if connect(&inner, t).await.is_ok() {
+        if connect(&inner, &t).await.is_ok() {
             t.up_since
                 .store(inner.epoch.elapsed().as_millis() as u64, Relaxed);
             t.down.store(false, Relaxed);
-            inner.metrics.targets[index].came_back();
+            t.m.came_back();
             tracing::info!(target = %t.uri, "target reachable again; mirroring resumes");
             return;
         }
@@ -528,7 +613,9 @@ async fn probe(inner: Arc<Inner>, index: usize, every: Duration) {
 /// the request's byte views). `None` if it cannot be expressed (e.g. more
 /// headers than an `http::HeaderMap` holds).
 fn build_request(
-    cfg: &MirrorConfig,
+    cfg: &Policy,
+    h2: bool,
+    loop_marker: Option<&(HeaderName, HeaderValue)>,
     target: &Uri,
     prefix: &str,
     authority: &HeaderValue,
@@ -551,13 +638,17 @@ fn build_request(
     // HTTP/1.1 goes out in origin-form with a Host header; HTTP/2 carries
     // the same choice as the URI's authority (`:authority`), falling back
     // to the target's when the Host is not a valid authority.
-    let uri = if cfg.http2 && path.as_str() != "*" {
+    let uri = if h2 && path.as_str() != "*" {
         let authority = host
             .as_ref()
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .or_else(|| target.authority().cloned());
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if cfg.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         parts.authority = authority;
         parts.path_and_query = Some(path);
         Uri::from_parts(parts).ok()?
@@ -568,7 +659,7 @@ fn build_request(
     *request.method_mut() = Method::from_bytes(req.method().as_bytes()).ok()?;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    if let (Some(host), false) = (host, cfg.http2) {
+    if let (Some(host), false) = (host, h2) {
         headers.try_insert(HOST, host).ok()?;
     }
     for (name, value) in req.header_bytes() {
@@ -576,8 +667,9 @@ fn build_request(
         let value = HeaderValue::from_maybe_shared(value).ok()?;
         headers.try_append(name, value).ok()?;
     }
-    for (name, value) in &cfg.add_headers {
-        headers.try_append(name.clone(), value.clone()).ok()?;
+    cfg.edit(headers)?;
+    if let Some((name, value)) = loop_marker {
+        headers.try_insert(name.clone(), value.clone()).ok()?;
     }
     if req.has_body_framing() || req.body_len() > 0 {
         headers
@@ -596,12 +688,23 @@ async fn send(
     sender: &mut Sender,
     req: &MirrorRequest,
 ) -> bool {
-    let Some(request) = build_request(&inner.cfg, &t.uri, &t.prefix, &t.authority, req) else {
+    let policy = t.policy.load_full();
+    let h2 = matches!(sender, Sender::Http2(_));
+    let built = build_request(
+        &policy,
+        h2,
+        inner.live.load().set.loop_marker.as_ref(),
+        &t.uri,
+        &t.prefix,
+        &t.authority,
+        req,
+    );
+    let Some(request) = built else {
         tm.error(TargetError::Other);
         return true;
     };
     let start = Instant::now();
-    let outcome = tokio::time::timeout(inner.cfg.request_timeout, async {
+    let outcome = tokio::time::timeout(policy.request_timeout, async {
         let resp = sender.send(request).await?;
         let status = resp.status().as_u16();
         // Read the answer to its end (keeps the connection reusable), keep nothing.
@@ -618,7 +721,12 @@ async fn send(
             true
         }
         Ok(Err(e)) => {
-            tm.error(TargetError::Other);
+            let tls = crate::tls::is_tls_error(&e);
+            tm.error(if tls {
+                TargetError::Tls
+            } else {
+                TargetError::Other
+            });
             tracing::debug!(target = %t.uri, error = %e, "mirrored request failed");
             false
         }
@@ -632,6 +740,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use haproxy_spop::{Headers, Notify};
 
     fn request(headers: &[(&[u8], &[u8])]) -> MirrorRequest {
@@ -650,13 +759,22 @@ mod tests {
     fn cfg(args: &[&str]) -> MirrorConfig {
         let mut all = vec!["spop-mirror", "--target", "http://127.0.0.1:9/pre"];
         all.extend_from_slice(args);
-        MirrorConfig::from(&Config::load(all).unwrap())
+        TargetSet::build(&Config::load(all).unwrap(), 1).unwrap()
     }
 
     fn to_http(cfg: &MirrorConfig, req: &MirrorRequest) -> Option<Request<Full<Bytes>>> {
-        let target = &cfg.targets[0];
+        let p = &cfg.targets[0];
+        let target = &p.uri;
         let authority = HeaderValue::from_str(target.authority().unwrap().as_str()).unwrap();
-        build_request(cfg, target, "/pre", &authority, req)
+        build_request(
+            p,
+            p.http2,
+            cfg.loop_marker.as_ref(),
+            target,
+            "/pre",
+            &authority,
+            req,
+        )
     }
 
     #[test]
@@ -727,8 +845,8 @@ mod tests {
             let h = to_http(&c, &r);
             assert_eq!(h.is_some(), fits, "{count}");
             if let Some(h) = h {
-                // Host and Content-Length too.
-                assert_eq!(h.headers().len(), count + 2);
+                // Host, Content-Length and the loop marker too.
+                assert_eq!(h.headers().len(), count + 3);
             }
         }
     }
@@ -744,7 +862,7 @@ mod tests {
             format!("http://{}", l1.local_addr().unwrap()),
             format!("http://{}", l2.local_addr().unwrap()),
         );
-        let c = MirrorConfig::from(
+        let c = TargetSet::build(
             &Config::load([
                 "spop-mirror",
                 "--target",
@@ -755,7 +873,9 @@ mod tests {
                 "300ms",
             ])
             .unwrap(),
-        );
+            1,
+        )
+        .unwrap();
         let metrics = Metrics::new([u1.clone(), u2.clone()]);
         let (mirror, workers) = Mirror::start(c, Arc::clone(&metrics));
         let r = request(&[(b"host", b"h")]);
@@ -772,8 +892,8 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(metrics.targets[0].errors(TargetError::Timeout), 1);
-        assert_eq!(metrics.targets[1].errors(TargetError::Timeout), 1);
+        assert_eq!(metrics.targets()[0].errors(TargetError::Timeout), 1);
+        assert_eq!(metrics.targets()[1].errors(TargetError::Timeout), 1);
         mirror.close();
         assert!(workers.drain(Duration::from_secs(5)).await);
         drop((l1, l2));

@@ -17,7 +17,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mirror::{Mirror, MirrorConfig};
+use crate::mirror::Mirror;
+use crate::policy::TargetSet;
 use crate::request::ArgNames;
 
 /// Limits of the metrics endpoint.
@@ -81,7 +82,7 @@ pub async fn serve_metrics(
                 async move {
                     let resp = match body {
                         Some(text) => Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4")
+                            .header("content-type", crate::metrics::CONTENT_TYPE)
                             .body(Full::new(Bytes::from(text))),
                         None => Response::builder()
                             .status(StatusCode::NOT_FOUND)
@@ -122,8 +123,19 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> std::io::Result<()> {
-    let metrics = Metrics::new(cfg.targets.iter().map(ToString::to_string));
-    let (mirror, workers) = Mirror::start(MirrorConfig::from(&cfg), Arc::clone(&metrics));
+    let set = TargetSet::build(&cfg, 1)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let target_names: Vec<String> = set.targets.iter().map(|t| t.name.clone()).collect();
+    let metrics = Metrics::new(target_names.iter().cloned());
+    let (mirror, workers) = Mirror::start(set, Arc::clone(&metrics));
+    let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(haproxy_spop::runtime::tls::acceptor(
+            cert,
+            key,
+            cfg.tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
     let names = ArgNames {
         method: cfg.arg_method.clone(),
         path: cfg.arg_path.clone(),
@@ -136,7 +148,12 @@ pub async fn run(
         .max_connections(cfg.max_connections)
         .max_frame_size(cfg.max_frame_size)
         .shutdown_timeout(cfg.drain_timeout)
-        .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
+        .build(crate::handler(
+            mirror.clone(),
+            cfg.message.clone(),
+            names,
+            Some(cfg.arg_src.clone()).filter(|n| !n.is_empty()),
+        ));
     // The SPOP side runs on a thread of its own, so that ACKs never wait
     // behind mirroring work: HAProxy holds each request until its ACK.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -150,7 +167,17 @@ pub async fn run(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    let listener = match Listener::bind(&listen).await {
+                    let bound = match (acceptor, &listen) {
+                        (Some(acceptor), ListenAddr::Tcp(addr)) => {
+                            Listener::bind_tls(*addr, acceptor).await
+                        }
+                        (Some(_), ListenAddr::Unix(_)) => Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "--tls-cert needs a TCP --listen address",
+                        )),
+                        (None, _) => Listener::bind(&listen).await,
+                    };
+                    let listener = match bound {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = bound_tx.send(Err(e.kind()));
@@ -192,11 +219,20 @@ pub async fn run(
         }
         None => None,
     };
-    tracing::info!(listen = %cfg.listen, targets = ?cfg.targets.iter().map(ToString::to_string).collect::<Vec<_>>(), metrics = ?bound.metrics, "spop-mirror started");
+    let reloader = tokio::spawn(crate::reload::run(
+        cfg.args.clone(),
+        cfg.config.clone(),
+        cfg.watch_config,
+        Duration::from_secs(1),
+        mirror.clone(),
+        cfg.restart_only(),
+    ));
+    tracing::info!(listen = %cfg.listen, tls = cfg.tls_cert.is_some(), targets = ?target_names, metrics = ?bound.metrics, "spop-mirror started");
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
     stop.await;
+    reloader.abort();
     tracing::info!("stopping: no new connections, draining");
     agent.shutdown();
     let _ = tokio::task::spawn_blocking(move || agent_thread.join()).await;

@@ -197,6 +197,8 @@ async fn requests_arrive_intact(version: Version) {
         // Same-name lines stay in their order; different names keep the order
         // of first appearance (RFC 9110 §5.3: only same-name order matters).
         want.sort_by_key(|(n, _)| sent.iter().position(|(m, _)| m == n));
+        // The loop marker (`--loop-header`), added last.
+        want.push(("x-mirrored-by".into(), "spop-mirror".into()));
         assert_eq!(arrived, want, "{method} {path}: headers");
     }
     let multi = got.iter().find(|r| r.path == "/multi").unwrap();
