@@ -163,6 +163,20 @@ pub struct Config {
     /// Read settings from this TOML file (command-line flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+
+    /// HTTP/1.1 pipelining: each connection to a target writes up to N
+    /// queued requests at once and reads their answers in order (spop-mirror's
+    /// own HTTP/1.1 writer). 0 (the default) sends one request at a time
+    /// with hyper. Mirrored requests are never resent: those a target drops
+    /// mid-pipeline are counted as errors. Ignored with --http2.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub pipeline: usize,
+
+    /// Run the SPOP side on a thread of its own (the former default), instead of
+    /// on the runtime that mirrors (where ACKs are written before any
+    /// mirroring work runs, and no thread hands requests to another).
+    #[arg(long)]
+    pub agent_thread: bool,
 }
 
 /// How the Host header is set.

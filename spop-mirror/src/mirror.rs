@@ -59,6 +59,9 @@ pub struct MirrorConfig {
     pub send_truncated: bool,
     /// h2c.
     pub http2: bool,
+    /// HTTP/1.1 requests written at once per connection with spop-mirror's
+    /// own writer (0: hyper, one at a time).
+    pub pipeline: usize,
 }
 
 impl From<&Config> for MirrorConfig {
@@ -78,6 +81,7 @@ impl From<&Config> for MirrorConfig {
             max_queued_bytes: c.max_queued_bytes,
             send_truncated: c.send_truncated,
             http2: c.http2,
+            pipeline: c.pipeline,
         }
     }
 }
@@ -168,12 +172,15 @@ impl Mirror {
             // The target's connections share its queue; each owns one
             // keep-alive connection and sends one request at a time.
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let pipeline = mirror.inner.cfg.pipeline;
             for _ in 0..mirror.inner.cfg.max_concurrency {
-                tasks.spawn(connection_worker(
-                    Arc::clone(&mirror.inner),
-                    index,
-                    Arc::clone(&rx),
-                ));
+                let inner = Arc::clone(&mirror.inner);
+                let rx = Arc::clone(&rx);
+                if pipeline > 0 && !mirror.inner.cfg.http2 {
+                    tasks.spawn(pipeline_worker(inner, index, rx, pipeline));
+                } else {
+                    tasks.spawn(connection_worker(inner, index, rx));
+                }
             }
         }
         (mirror, Workers { tasks })
@@ -396,6 +403,179 @@ async fn connection_worker(inner: Arc<Inner>, index: usize, queue: Queue) {
     }
 }
 
+/// One connection to a target with spop-mirror's own HTTP/1.1 writer
+/// (`--pipeline N`): takes up to `depth` requests off the target's queue at
+/// once, writes them in one go, and reads their answers in order, all
+/// under one deadline (`--request-timeout` from the write). Requests the
+/// connection loses (closed, timed out, a bad answer) are counted as
+/// errors and never resent; the connection is then dropped.
+async fn pipeline_worker(inner: Arc<Inner>, index: usize, queue: Queue, depth: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut conn: Option<tokio::net::TcpStream> = None;
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut batch: Vec<Arc<Queued>> = Vec::with_capacity(depth);
+    let mut heads: Vec<bool> = Vec::with_capacity(depth);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut answers = crate::h1::Answers::default();
+    let m = &inner.metrics;
+    let tm = &m.targets[index];
+    let t = &inner.targets[index];
+    loop {
+        batch.clear();
+        {
+            let mut rx = queue.lock().await;
+            let first = tokio::select! {
+                next = rx.recv() => next,
+                () = async { let _ = shutdown.wait_for(|s| *s).await; }, if !rx.is_closed() => {
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < depth {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        tm.queue(-(batch.len() as i64));
+        if t.down.load(Relaxed) {
+            for _ in &batch {
+                tm.count_drop(Reason::TargetBackoff);
+            }
+            continue;
+        }
+        // A kept connection the target closed meanwhile (its readiness is
+        // known without a system call): connect again rather than lose
+        // the batch on it.
+        if let Some(s) = &conn {
+            let mut probe = [0u8; 1];
+            match s.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => conn = None,
+            }
+        }
+        if conn.is_none() {
+            let attempt = inner.epoch.elapsed().as_millis() as u64;
+            match connect_tcp(&inner, t).await {
+                Ok(s) => {
+                    answers.reset();
+                    conn = Some(s);
+                }
+                Err(e) => {
+                    for _ in &batch {
+                        tm.error(e);
+                    }
+                    if e == TargetError::Connect {
+                        target_down(&inner, index, attempt);
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = conn.as_mut() else { continue };
+        out.clear();
+        heads.clear();
+        for q in &batch {
+            if crate::h1::encode(&inner.cfg, &t.prefix, t.authority.as_bytes(), &q.req, &mut out) {
+                heads.push(q.req.method() == "HEAD");
+            } else {
+                tm.error(TargetError::Other);
+            }
+        }
+        // The requests' memory is released once written.
+        batch.clear();
+        let sent = heads.len();
+        if sent == 0 {
+            continue;
+        }
+        tm.flight(sent as i64);
+        let start = Instant::now();
+        let mut answered = 0;
+        let outcome = tokio::time::timeout(inner.cfg.request_timeout, async {
+            stream.write_all(&out).await.map_err(|_| ())?;
+            while answered < sent {
+                loop {
+                    match answers.next(heads[answered]) {
+                        Ok(Some(status)) => {
+                            tm.response(status, start.elapsed());
+                            answered += 1;
+                            if answers.closing() {
+                                return Err(());
+                            }
+                            if answered == sent {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Err(()),
+                    }
+                }
+                if answered == sent {
+                    break;
+                }
+                answers.compact();
+                let n = tokio::io::AsyncReadExt::read_buf(stream, &mut answers.buf)
+                    .await
+                    .map_err(|_| ())?;
+                if n == 0 {
+                    if let Some(status) = answers.eof() {
+                        tm.response(status, start.elapsed());
+                        answered += 1;
+                    }
+                    return Err(());
+                }
+            }
+            Ok(())
+        })
+        .await;
+        tm.flight(-(sent as i64));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => {
+                for _ in answered..sent {
+                    tm.error(TargetError::Other);
+                }
+                conn = None;
+            }
+            Err(_) => {
+                for _ in answered..sent {
+                    tm.error(TargetError::Timeout);
+                }
+                conn = None;
+            }
+        }
+    }
+}
+
+async fn connect_tcp(inner: &Inner, t: &Target) -> Result<tokio::net::TcpStream, TargetError> {
+    let host = t
+        .uri
+        .host()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = t.uri.port_u16().unwrap_or(80);
+    match tokio::time::timeout(
+        inner.cfg.connect_timeout,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(target = %t.uri, error = %e, "connect failed");
+            Err(TargetError::Connect)
+        }
+        Err(_) => Err(TargetError::Connect),
+    }
+}
+
 /// A connection's request sender, HTTP/1.1 or h2c.
 enum Sender {
     Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
@@ -428,27 +608,7 @@ impl Sender {
 }
 
 async fn connect(inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
-    let host = t
-        .uri
-        .host()
-        .unwrap_or("localhost")
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = t.uri.port_u16().unwrap_or(80);
-    let stream = match tokio::time::timeout(
-        inner.cfg.connect_timeout,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(target = %t.uri, error = %e, "connect failed");
-            return Err(TargetError::Connect);
-        }
-        Err(_) => return Err(TargetError::Connect),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = connect_tcp(inner, t).await?;
     let io = TokioIo::new(stream);
     if inner.cfg.http2 {
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -585,6 +745,19 @@ fn build_request(
             .ok()?;
     }
     Some(request)
+}
+
+/// [`build_request`] for the first target, for tests comparing it with
+/// other writers.
+#[cfg(test)]
+pub(crate) fn build_request_for_test(
+    cfg: &MirrorConfig,
+    req: &MirrorRequest,
+) -> Option<Request<Full<Bytes>>> {
+    let target = cfg.targets.first()?;
+    let prefix = target.path().trim_end_matches('/');
+    let authority = HeaderValue::from_str(target.authority()?.as_str()).ok()?;
+    build_request(cfg, target, prefix, &authority, req)
 }
 
 /// Sends one request and reads its answer to the end; `false` if the
