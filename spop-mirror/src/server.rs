@@ -137,30 +137,39 @@ pub async fn run(
         .max_frame_size(cfg.max_frame_size)
         .shutdown_timeout(cfg.drain_timeout)
         .build(crate::handler(mirror.clone(), cfg.message.clone(), names));
-    // The SPOP side runs on a thread of its own, so that ACKs never wait
-    // behind mirroring work: HAProxy holds each request until its ACK.
+    // By default the SPOP side runs on the runtime that mirrors: a NOTIFY
+    // is read, its ACK written and its request queued by the connection's
+    // task before any mirroring task runs, and no thread wakes another per
+    // request (issue 11: the hand-over between threads cost more than the
+    // mirroring). `--agent-thread` gives it a thread of its own again.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let agent_thread = {
+    let serve = {
         let agent = agent.clone();
         let listen = cfg.listen.clone();
-        std::thread::Builder::new()
+        async move {
+            let listener = match Listener::bind(&listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e.kind()));
+                    return Err(e);
+                }
+            };
+            let _ = bound_tx.send(Ok(listener.local_addr()));
+            agent.serve_listener(listener).await
+        }
+    };
+    let agent_task = if cfg.agent_thread {
+        let thread = std::thread::Builder::new()
             .name("spop-agent".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(async move {
-                    let listener = match Listener::bind(&listen).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = bound_tx.send(Err(e.kind()));
-                            return Err(e);
-                        }
-                    };
-                    let _ = bound_tx.send(Ok(listener.local_addr()));
-                    agent.serve_listener(listener).await
-                })
-            })?
+                rt.block_on(serve)
+            })?;
+        AgentTask::Thread(thread)
+    } else {
+        AgentTask::Task(tokio::spawn(serve))
     };
     let spop_addr = match bound_rx.await {
         Ok(Ok(addr)) => addr,
@@ -170,7 +179,7 @@ pub async fn run(
                 format!("cannot listen on {}", cfg.listen),
             ));
         }
-        Err(_) => return Err(std::io::Error::other("the SPOP thread ended")),
+        Err(_) => return Err(std::io::Error::other("the SPOP side ended")),
     };
     let mut bound = Bound {
         spop: spop_addr,
@@ -199,7 +208,14 @@ pub async fn run(
     stop.await;
     tracing::info!("stopping: no new connections, draining");
     agent.shutdown();
-    let _ = tokio::task::spawn_blocking(move || agent_thread.join()).await;
+    match agent_task {
+        AgentTask::Thread(t) => {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        AgentTask::Task(t) => {
+            let _ = t.await;
+        }
+    }
     mirror.close();
     let drained = workers.drain(cfg.drain_timeout).await;
     if !drained {
@@ -220,3 +236,9 @@ pub async fn run(
 }
 
 use haproxy_spop::runtime::ListenAddr;
+
+/// Where the SPOP side runs.
+enum AgentTask {
+    Thread(std::thread::JoinHandle<std::io::Result<()>>),
+    Task(tokio::task::JoinHandle<std::io::Result<()>>),
+}
