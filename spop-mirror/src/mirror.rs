@@ -952,6 +952,96 @@ mod tests {
         drop((l1, l2));
     }
 
+    /// `--pipeline`: the queued requests go out in one write, byte for byte
+    /// what is sent one at a time; 1xx, Content-Length and chunked answers
+    /// are counted; requests a target drops mid-pipeline are errors, never
+    /// resent, and the next request goes on a new connection.
+    #[tokio::test]
+    async fn pipelined_requests_and_a_target_closing_mid_pipeline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+            let mut got = vec![0u8; n];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            got
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let u = format!("http://{}", l.local_addr().unwrap());
+        let c = MirrorConfig::from(
+            &Config::load([
+                "spop-mirror",
+                "--target",
+                &u,
+                "--pipeline",
+                "8",
+                "--max-concurrency",
+                "1",
+                "--add-header",
+                "x-mirror: 1",
+            ])
+            .unwrap(),
+        );
+        let metrics = Metrics::new([u.clone()]);
+        let (mirror, workers) = Mirror::start(c.clone(), Arc::clone(&metrics));
+        let tm = &metrics.targets[0];
+        let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let reqs: Vec<MirrorRequest> = ids
+            .iter()
+            .map(|i| request(&[(b"host", b"h"), (b"x-i", i.as_bytes()), (b"x-j", b"j")]))
+            .collect();
+        let authority = c.targets[0].authority().unwrap().as_str().to_owned();
+        let mut want = Vec::new();
+        for r in &reqs[..4] {
+            assert!(crate::h1::encode(&c, "", authority.as_bytes(), r, &mut want));
+            // What hyper would send for it, one at a time.
+            assert!(build_request_for_test(&c, r).is_some());
+        }
+        for r in &reqs[..4] {
+            assert_eq!(mirror.submit(r.clone()), Submitted::Queued(1));
+        }
+        let (mut s, _) = l.accept().await.unwrap();
+        assert_eq!(read_exactly(&mut s, want.len()).await, want);
+        s.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc\
+              HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Len",
+        )
+        .await
+        .unwrap();
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tm.errors(TargetError::Other) < 2 {
+            assert!(Instant::now() < deadline, "errors {}", tm.errors(TargetError::Other));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tm.responses(2), 2);
+        assert_eq!(tm.errors(TargetError::Other), 2);
+        // Nothing is resent.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), l.accept())
+                .await
+                .is_err()
+        );
+        // The next request: a new connection, that request alone.
+        assert_eq!(mirror.submit(reqs[4].clone()), Submitted::Queued(1));
+        let mut one = Vec::new();
+        assert!(crate::h1::encode(&c, "", authority.as_bytes(), &reqs[4], &mut one));
+        let (mut s, _) = l.accept().await.unwrap();
+        assert_eq!(read_exactly(&mut s, one.len()).await, one);
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        while tm.responses(2) < 3 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tm.errors(TargetError::Other), 2);
+        assert_eq!(metrics.queued_bytes_now(), 0);
+        mirror.close();
+        assert!(workers.drain(Duration::from_secs(5)).await);
+    }
+
     #[test]
     fn probe_interval_doubles_per_outage_up_to_the_cap() {
         let got: Vec<u64> = (1..=6)
