@@ -17,13 +17,13 @@
 # options within one run (same HAProxy, same target, same load):
 #   B0. another spop-mirror binary (MIRROR_BASE, e.g. the main branch's
 #       build) with MIRROR_BASE_ARGS;
-#   B2. this build with MIRROR_ARGS2 (e.g. --pipeline 16).
+#   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 16).
 # Each mirroring set-up gets the same summary (median of the rounds, p99 too).
 # Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [LINE|HAPROXY_BINARY]
 #   LINE: 2.6, 3.0, 3.2 (default) or 3.4, as installed by .ci/install-haproxy.sh
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2),
-# MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2 (set-up B2).
+# MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
@@ -60,6 +60,7 @@ sed 's/mirroragents/mirroragents_nbari/' "$dir/spoe.conf" > "$dir/spoe-nbari.con
 sed 's/mirroragents/mirroragents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
 sed 's/mirroragents/mirroragents_base/' "$dir/spoe.conf" > "$dir/spoe-base.conf"
 sed 's/mirroragents/mirroragents_b2/' "$dir/spoe.conf" > "$dir/spoe-b2.conf"
+sed 's/mirroragents/mirroragents_b3/' "$dir/spoe.conf" > "$dir/spoe-b3.conf"
 cat > "$dir/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -105,9 +106,17 @@ frontend mirrored_b2
 backend mirroragents_base
     mode tcp
     server a1 127.0.0.1:18196
+frontend mirrored_b3
+    bind 127.0.0.1:18189
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-b3.conf
+    http-request return status 200 content-type text/plain string "ok"
 backend mirroragents_b2
     mode tcp
     server a1 127.0.0.1:18198
+backend mirroragents_b3
+    mode tcp
+    server a1 127.0.0.1:18200
 backend mirroragents
     mode tcp
     server a1 127.0.0.1:18190
@@ -151,6 +160,10 @@ if [ -n "${MIRROR_ARGS2:-}" ]; then
     "$mirror" --threads "$threads" --listen 127.0.0.1:18198 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18199 --log-level warn $MIRROR_ARGS2 & pids+=($!)
     variants+=("B2 18188 $! 18199")
 fi
+if [ -n "${MIRROR_ARGS3:-}" ]; then
+    "$mirror" --threads "$threads" --listen 127.0.0.1:18200 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18201 --log-level warn $MIRROR_ARGS3 & pids+=($!)
+    variants+=("B3 18189 $! 18201")
+fi
 # Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
 cargo build --release -q -p spop-benches --bin nbari-agent --bin ack-agent --manifest-path "$root/Cargo.toml"
 "$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
@@ -190,7 +203,7 @@ agent_thread=$(thread "${pids[2]}" spop-agent)
 # thread ("spop-agent": reads NOTIFYs, writes ACKs) and its mirroring thread.
 cpu_b=(0 0 0 0)
 sample() { echo "$(ticks "${pids[0]}") $(ticks "${pids[1]}") $(ticks "$agent_thread") $(($(ticks "${pids[2]}") - $(ticks "$agent_thread")))"; }
-for p in 18181 18184 18185 18186 18187 18188; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+for p in 18181 18184 18185 18186 18187 18188 18189; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
 # Interleaved rounds, so that a change in the machine's load (it is shared)
 # falls on every set-up alike; the ratios are taken within each round.
 rounds=${ROUNDS:-3}
@@ -208,6 +221,7 @@ for r in $(seq "$rounds"); do
             B) run "B. spop-mirror, mirroring all" "$port" ;;
             B0) run "B0. MIRROR_BASE, mirroring all" "$port" ;;
             B2) run "B2. spop-mirror $MIRROR_ARGS2" "$port" ;;
+            B3) run "B3. spop-mirror $MIRROR_ARGS3" "$port" ;;
         esac
         child_cpu > "$dir/w1"
         w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
