@@ -272,3 +272,7 @@ for v in "${variants[@]}"; do
           share[NR] = 100 * $6 / ($7 > 0 ? $7 : 1); p[NR] = $8 / 1000; pe[NR] = $9 / 1000 }
         END { printf "  %-4s %7.0f%% %7.0f%% %10.1f %10.1f %8.1f%% %9.2f %9.2f\n", name, median(a, NR), median(e, NR), median(mus, NR), median(wus, NR), median(share, NR), median(p, NR), median(pe, NR) }'
 done
+for v in "${variants[@]}"; do
+    read -r name port pid mport <<<"$v"
+    echo "  $name not mirrored (whole run): $(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
+done

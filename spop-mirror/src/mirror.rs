@@ -432,10 +432,16 @@ async fn pipeline_worker(inner: Arc<Inner>, index: usize, queue: Queue, depth: u
                 }
             };
             let Some(first) = first else { break };
+            let mut bytes = first.size;
             batch.push(first);
-            while batch.len() < depth {
+            // Up to `depth` requests, and no more than BATCH_BYTES of them
+            // past the first (their copy in `out` is memory too).
+            while batch.len() < depth && bytes < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => {
+                        bytes += r.size;
+                        batch.push(r);
+                    }
                     Err(_) => break,
                 }
             }
@@ -532,6 +538,10 @@ async fn pipeline_worker(inner: Arc<Inner>, index: usize, queue: Queue, depth: u
         })
         .await;
         tm.flight(-(sent as i64));
+        if out.capacity() > 4 * BATCH_BYTES as usize {
+            // A large body passed: give its memory back.
+            out = Vec::with_capacity(16 * 1024);
+        }
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(())) => {
@@ -549,6 +559,9 @@ async fn pipeline_worker(inner: Arc<Inner>, index: usize, queue: Queue, depth: u
         }
     }
 }
+
+/// A pipelined batch stops growing past this many bytes of requests.
+const BATCH_BYTES: u64 = 64 * 1024;
 
 async fn connect_tcp(inner: &Inner, t: &Target) -> Result<tokio::net::TcpStream, TargetError> {
     let host = t
