@@ -172,11 +172,14 @@ pub struct Config {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 
-    /// Run the SPOP side on a thread of its own (the former default), instead of
-    /// on the runtime that mirrors (where ACKs are written before any
-    /// mirroring work runs, and no thread hands requests to another).
+    /// Run the SPOP side on the mirroring runtime instead of a thread of its
+    /// own: no thread wakes another per request (the least CPU per mirrored
+    /// request), but mirroring then competes with reading NOTIFYs, and on a
+    /// saturated machine it falls behind in bursts (drops counted as
+    /// `queue_full`) and HAProxy's p99 grows. Best with `--threads 1` on a
+    /// machine with CPU to spare.
     #[arg(long)]
-    pub agent_thread: bool,
+    pub shared_runtime: bool,
 }
 
 /// How the Host header is set.
