@@ -103,9 +103,22 @@ struct Target {
     up_since: AtomicU64,
 }
 
+/// A request given a place in a target's queue, not handed over yet.
+struct Staged {
+    permit: mpsc::OwnedPermit<Arc<Queued>>,
+    req: Arc<Queued>,
+}
+
 struct Inner {
     cfg: MirrorConfig,
     targets: Vec<Target>,
+    /// Requests [`Mirror::submit`] queued (their places in the queues are
+    /// taken) and not handed over yet: they go to the mirroring side
+    /// together, once the submitting task yields, so that the mirroring
+    /// thread is woken once per batch of NOTIFYs rather than per request.
+    staged: std::sync::Mutex<Vec<Staged>>,
+    /// A hand-over task is scheduled.
+    flush_scheduled: AtomicBool,
     metrics: Arc<Metrics>,
     rng: AtomicU64,
     epoch: Instant,
@@ -164,6 +177,8 @@ impl Mirror {
                 targets,
                 metrics,
                 rng: AtomicU64::new(seed()),
+                staged: std::sync::Mutex::new(Vec::new()),
+                flush_scheduled: AtomicBool::new(false),
                 epoch: Instant::now(),
                 shutdown,
             }),
@@ -225,6 +240,7 @@ impl Mirror {
         let over_budget = m.queued_bytes_now() + size > cfg.max_queued_bytes as u64;
         let req = (!over_budget).then(|| Queued::new(req, size, m));
         let mut queued = 0;
+        let mut staged: Option<std::sync::MutexGuard<'_, Vec<Staged>>> = None;
         for t in &inner.targets {
             let tm = &m.targets[t.index];
             if t.down.load(Relaxed) {
@@ -235,8 +251,20 @@ impl Mirror {
                 tm.count_drop(Reason::QueueBytes);
                 continue;
             };
-            match t.tx.try_send(Arc::clone(req)) {
-                Ok(()) => {
+            // The place in the queue is taken now (the bound holds); the
+            // request is handed over with the others of this batch.
+            match t.tx.clone().try_reserve_owned() {
+                Ok(permit) => {
+                    let list = staged.get_or_insert_with(|| {
+                        inner
+                            .staged
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    });
+                    list.push(Staged {
+                        permit,
+                        req: Arc::clone(req),
+                    });
                     tm.queue(1);
                     queued += 1;
                 }
@@ -244,7 +272,9 @@ impl Mirror {
                 Err(mpsc::error::TrySendError::Closed(_)) => tm.count_drop(Reason::Shutdown),
             }
         }
+        drop(staged);
         if queued > 0 {
+            self.schedule_handover();
             m.accepted();
             Submitted::Queued(queued)
         } else {
@@ -270,6 +300,21 @@ impl Mirror {
         }
     }
 
+    /// Hands the staged requests over once the current task yields (a task
+    /// spawned on the current runtime), or at once outside a runtime.
+    fn schedule_handover(&self) {
+        if self.inner.flush_scheduled.swap(true, Relaxed) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let inner = Arc::clone(&self.inner);
+                rt.spawn(async move { handover(&inner) });
+            }
+            Err(_) => handover(&self.inner),
+        }
+    }
+
     fn selected(&self, req: &MirrorRequest) -> bool {
         let cfg = &self.inner.cfg;
         if !cfg.methods.is_empty() && !cfg.methods.iter().any(|m| m == req.method()) {
@@ -289,7 +334,24 @@ impl Mirror {
 
     /// Stops taking requests; the workers send what is queued.
     pub fn close(&self) {
+        // What a runtime that has ended (the SPOP side's) did not hand over.
+        handover(&self.inner);
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// Sends the staged requests into their queues (the first wakes the
+/// target's worker; the others find it already woken).
+fn handover(inner: &Inner) {
+    inner.flush_scheduled.store(false, Relaxed);
+    let batch = std::mem::take(
+        &mut *inner
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for s in batch {
+        s.permit.send(s.req);
     }
 }
 
