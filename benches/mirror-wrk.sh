@@ -168,6 +168,7 @@ fi
 cargo build --release -q -p spop-benches --bin nbari-agent --bin ack-agent --manifest-path "$root/Cargo.toml"
 "$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
 "$root/target/release/ack-agent" 127.0.0.1:18195 & pids+=($!)
+ack_pid=$!
 sleep 1
 # CPU seconds used so far by this shell's finished children (wrk, curl):
 # `times` must run in this shell (a command substitution would be a new
@@ -237,7 +238,10 @@ for r in $(seq "$rounds"); do
     done
     run "C. spop-mirror, target down" 18184
     run "D. ACK-only agent (nbari spop 0.13)" 18185
+    e0=$(ticks "$ack_pid")
     run "E. ACK-only agent (this crate)" 18186
+    # The ACK-only agent's CPU per request: the floor for any agent on this runtime.
+    echo "$(($(ticks "$ack_pid") - e0)) $(tail -n 1 "$dir/18186.count")" >> "$dir/e-cpu"
 done
 cp "$dir/18181.cpu" "$dir/b-cpu"
 paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" "$dir/18186.rps" "$dir/b-cpu" | awk -v hz="$hz" '
@@ -258,6 +262,9 @@ sleep 1
 echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
 echo "B not mirrored: $(curl -s http://127.0.0.1:18192/metrics | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
 echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
+awk -v hz="$hz" '{ v[NR] = $1 / hz / ($2 > 0 ? $2 : 1) * 1e6 }
+    END { for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+          printf "E: the ACK-only agent spent %.1f us CPU per request (median of the rounds)\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }' "$dir/e-cpu"
 # One summary line per mirroring set-up (median of the rounds), for tables.
 echo "summary (median of $rounds rounds; p99 in ms; CPU in us per request):"
 printf '  %-4s %8s %8s %10s %10s %9s %9s %9s\n' set-up "%A" "%E" agent-us wrk-us mirrored p99 "E p99"
