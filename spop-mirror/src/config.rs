@@ -165,10 +165,13 @@ pub struct Config {
     pub config: Option<std::path::PathBuf>,
 
     /// HTTP/1.1 pipelining: each connection to a target writes up to N
-    /// queued requests at once and reads their answers in order (spop-mirror's
-    /// own HTTP/1.1 writer). 0 (the default) sends one request at a time
-    /// with hyper. Mirrored requests are never resent: those a target drops
-    /// mid-pipeline are counted as errors. Ignored with --http2.
+    /// queued requests at once (at most 64 KiB of them past the first) and
+    /// reads their answers in order, with spop-mirror's own HTTP/1.1 writer
+    /// (the same bytes as hyper's), under one --request-timeout per batch;
+    /// up to --max-concurrency × N requests are then in flight per target.
+    /// 0 (the default) sends one request at a time with hyper. Mirrored
+    /// requests are never resent: those a target drops mid-pipeline are
+    /// counted as errors. Ignored with --http2.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 
