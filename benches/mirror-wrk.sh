@@ -13,10 +13,17 @@
 # Also printed, from B's rounds: spop-mirror's CPU per mirrored request (its
 # /proc ticks over the requests it mirrored) beside wrk's CPU per request
 # (wrk's rusage, from bash's `times`), and the share of requests mirrored.
+# Two more mirroring set-ups can run in the same rounds, to compare builds or
+# options within one run (same HAProxy, same target, same load):
+#   B0. another spop-mirror binary (MIRROR_BASE, e.g. the main branch's
+#       build) with MIRROR_BASE_ARGS;
+#   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 16).
+# Each mirroring set-up gets the same summary (median of the rounds, p99 too).
 # Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [LINE|HAPROXY_BINARY]
 #   LINE: 2.6, 3.0, 3.2 (default) or 3.4, as installed by .ci/install-haproxy.sh
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
-# MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2).
+# MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2),
+# MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
 secs=${1:-10}
@@ -51,6 +58,9 @@ SPOE
 sed 's/mirroragents/mirroragents_down/' "$dir/spoe.conf" > "$dir/spoe-down.conf"
 sed 's/mirroragents/mirroragents_nbari/' "$dir/spoe.conf" > "$dir/spoe-nbari.conf"
 sed 's/mirroragents/mirroragents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
+sed 's/mirroragents/mirroragents_base/' "$dir/spoe.conf" > "$dir/spoe-base.conf"
+sed 's/mirroragents/mirroragents_b2/' "$dir/spoe.conf" > "$dir/spoe-b2.conf"
+sed 's/mirroragents/mirroragents_b3/' "$dir/spoe.conf" > "$dir/spoe-b3.conf"
 cat > "$dir/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -83,6 +93,30 @@ frontend acked_ours
     option http-buffer-request
     filter spoe engine mirror config $dir/spoe-ack.conf
     http-request return status 200 content-type text/plain string "ok"
+frontend mirrored_base
+    bind 127.0.0.1:18187
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-base.conf
+    http-request return status 200 content-type text/plain string "ok"
+frontend mirrored_b2
+    bind 127.0.0.1:18188
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-b2.conf
+    http-request return status 200 content-type text/plain string "ok"
+backend mirroragents_base
+    mode tcp
+    server a1 127.0.0.1:18196
+frontend mirrored_b3
+    bind 127.0.0.1:18189
+    option http-buffer-request
+    filter spoe engine mirror config $dir/spoe-b3.conf
+    http-request return status 200 content-type text/plain string "ok"
+backend mirroragents_b2
+    mode tcp
+    server a1 127.0.0.1:18198
+backend mirroragents_b3
+    mode tcp
+    server a1 127.0.0.1:18200
 backend mirroragents
     mode tcp
     server a1 127.0.0.1:18190
@@ -115,11 +149,26 @@ CFG
 "$haproxy" -f "$dir/target.cfg" -db >"$dir/target.log" 2>&1 & pids+=($!)
 threads=${MIRROR_THREADS:-1}
 "$mirror" --threads "$threads" --listen 127.0.0.1:18190 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18192 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
-"$mirror" --threads "$threads" --listen 127.0.0.1:18191 --target http://127.0.0.1:18183 --metrics 127.0.0.1:18193 --log-level warn & pids+=($!)
+"$mirror" --threads "$threads" --listen 127.0.0.1:18191 --target http://127.0.0.1:18183 --metrics 127.0.0.1:18193 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
+# Optional set-ups B0 and B2: "name frontend-port pid metrics-port" each.
+variants=("B 18181 ${pids[2]} 18192")
+if [ -n "${MIRROR_BASE:-}" ]; then
+    "$MIRROR_BASE" --threads "$threads" --listen 127.0.0.1:18196 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18197 --log-level warn ${MIRROR_BASE_ARGS:-} & pids+=($!)
+    variants+=("B0 18187 $! 18197")
+fi
+if [ -n "${MIRROR_ARGS2:-}" ]; then
+    "$mirror" --threads "$threads" --listen 127.0.0.1:18198 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18199 --log-level warn $MIRROR_ARGS2 & pids+=($!)
+    variants+=("B2 18188 $! 18199")
+fi
+if [ -n "${MIRROR_ARGS3:-}" ]; then
+    "$mirror" --threads "$threads" --listen 127.0.0.1:18200 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18201 --log-level warn $MIRROR_ARGS3 & pids+=($!)
+    variants+=("B3 18189 $! 18201")
+fi
 # Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
 cargo build --release -q -p spop-benches --bin nbari-agent --bin ack-agent --manifest-path "$root/Cargo.toml"
 "$root/target/release/nbari-agent" 127.0.0.1:18194 & pids+=($!)
 "$root/target/release/ack-agent" 127.0.0.1:18195 & pids+=($!)
+ack_pid=$!
 sleep 1
 # CPU seconds used so far by this shell's finished children (wrk, curl):
 # `times` must run in this shell (a command substitution would be a new
@@ -134,10 +183,12 @@ run() { # name port -> prints one line, appends the rate to $dir/<port>.rps
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     printf '  %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
     echo "$rps" >> "$dir/$2.rps"
+    # p99 in microseconds
+    awk -v v="$p99" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1e6; else print n }' >> "$dir/$2.p99"
 }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
 # CPU ticks (user + system) of a process, or of one of its threads.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks() { if [ "$1" = none ]; then echo 0; else awk '{print $14 + $15}' "/proc/$1/stat"; fi; }
 thread() { # pid name -> "pid/task/tid" of the thread with that name
     local f
     f=$(grep -l "^$2\$" /proc/"$1"/task/*/comm | head -n 1)
@@ -146,11 +197,14 @@ thread() { # pid name -> "pid/task/tid" of the thread with that name
 }
 hz=$(getconf CLK_TCK)
 agent_thread=$(thread "${pids[2]}" spop-agent)
+# With the SPOP side on the mirroring runtime (the default) there is no
+# such thread: everything counts as the mirroring thread.
+[ -n "$agent_thread" ] || agent_thread=none
 # What B costs, summed over its rounds: HAProxy, target, spop-mirror's SPOP
 # thread ("spop-agent": reads NOTIFYs, writes ACKs) and its mirroring thread.
 cpu_b=(0 0 0 0)
 sample() { echo "$(ticks "${pids[0]}") $(ticks "${pids[1]}") $(ticks "$agent_thread") $(($(ticks "${pids[2]}") - $(ticks "$agent_thread")))"; }
-for p in 18181 18184 18185 18186; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+for p in 18181 18184 18185 18186 18187 18188 18189; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
 # Interleaved rounds, so that a change in the machine's load (it is shared)
 # falls on every set-up alike; the ratios are taken within each round.
 rounds=${ROUNDS:-3}
@@ -158,22 +212,38 @@ echo "wrk -t1 -c32 -d${secs}s per set-up, $rounds interleaved rounds:"
 for r in $(seq "$rounds"); do
     echo "round $r"
     run "A. no filter" 18180
-    read -r -a before <<<"$(sample)"
-    m0=$(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
-    child_cpu > "$dir/w0"
-    run "B. spop-mirror, mirroring all" 18181
-    child_cpu > "$dir/w1"
-    w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
-    sleep 0.2
-    m1=$(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
-    read -r -a after <<<"$(sample)"
-    for i in 0 1 2 3; do cpu_b[i]=$((cpu_b[i] + after[i] - before[i])); done
-    # spop-mirror ticks (SPOP + mirroring threads), wrk seconds, mirrored, wrk requests
-    echo "$((after[2] + after[3] - before[2] - before[3])) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}') $(awk -v a="${m0:-0}" -v b="${m1:-0}" 'BEGIN {print b - a}') $(tail -n 1 "$dir/18181.count")" >> "$dir/b-cpu"
+    for v in "${variants[@]}"; do
+        read -r name port pid mport <<<"$v"
+        if [ "$name" = B ]; then read -r -a before <<<"$(sample)"; fi
+        t0=$(ticks "$pid")
+        m0=$(metric "$mport" 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
+        child_cpu > "$dir/w0"
+        case $name in
+            B) run "B. spop-mirror, mirroring all" "$port" ;;
+            B0) run "B0. MIRROR_BASE, mirroring all" "$port" ;;
+            B2) run "B2. spop-mirror $MIRROR_ARGS2" "$port" ;;
+            B3) run "B3. spop-mirror $MIRROR_ARGS3" "$port" ;;
+        esac
+        child_cpu > "$dir/w1"
+        w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
+        sleep 0.2
+        m1=$(metric "$mport" 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
+        t1=$(ticks "$pid")
+        if [ "$name" = B ]; then
+            read -r -a after <<<"$(sample)"
+            for i in 0 1 2 3; do cpu_b[i]=$((cpu_b[i] + after[i] - before[i])); done
+        fi
+        # agent ticks, wrk seconds, mirrored, wrk requests
+        echo "$((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}') $(awk -v a="${m0:-0}" -v b="${m1:-0}" 'BEGIN {print b - a}') $(tail -n 1 "$dir/$port.count")" >> "$dir/$port.cpu"
+    done
     run "C. spop-mirror, target down" 18184
     run "D. ACK-only agent (nbari spop 0.13)" 18185
+    e0=$(ticks "$ack_pid")
     run "E. ACK-only agent (this crate)" 18186
+    # The ACK-only agent's CPU per request: the floor for any agent on this runtime.
+    echo "$(($(ticks "$ack_pid") - e0)) $(tail -n 1 "$dir/18186.count")" >> "$dir/e-cpu"
 done
+cp "$dir/18181.cpu" "$dir/b-cpu"
 paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" "$dir/18186.rps" "$dir/b-cpu" | awk -v hz="$hz" '
     { b[NR] = 100*$2/$1; c[NR] = 100*$3/$1; d[NR] = 100*$4/$1; e[NR] = 100*$5/$1; be[NR] = 100*$2/$5
       mus[NR] = $6 / hz / ($8 > 0 ? $8 : 1) * 1e6; wus[NR] = $7 / ($9 > 0 ? $9 : 1) * 1e6; share[NR] = 100 * $8 / ($9 > 0 ? $9 : 1)
@@ -192,3 +262,24 @@ sleep 1
 echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
 echo "B not mirrored: $(curl -s http://127.0.0.1:18192/metrics | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
 echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
+awk -v hz="$hz" '{ v[NR] = $1 / hz / ($2 > 0 ? $2 : 1) * 1e6 }
+    END { for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+          printf "E: the ACK-only agent spent %.1f us CPU per request (median of the rounds)\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }' "$dir/e-cpu"
+# One summary line per mirroring set-up (median of the rounds), for tables.
+echo "summary (median of $rounds rounds; p99 in ms; CPU in us per request):"
+printf '  %-4s %8s %8s %10s %10s %9s %9s %9s\n' set-up "%A" "%E" agent-us wrk-us mirrored p99 "E p99"
+for v in "${variants[@]}"; do
+    read -r name port pid mport <<<"$v"
+    paste "$dir/18180.rps" "$dir/$port.rps" "$dir/18186.rps" "$dir/$port.cpu" "$dir/$port.p99" "$dir/18186.p99" | awk -v hz="$hz" -v name="$name" '
+        function median(v, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        { a[NR] = 100*$2/$1; e[NR] = 100*$2/$3; mus[NR] = $4 / hz / ($6 > 0 ? $6 : 1) * 1e6; wus[NR] = $5 / ($7 > 0 ? $7 : 1) * 1e6
+          share[NR] = 100 * $6 / ($7 > 0 ? $7 : 1); p[NR] = $8 / 1000; pe[NR] = $9 / 1000 }
+        END { printf "  %-4s %7.0f%% %7.0f%% %10.1f %10.1f %8.1f%% %9.2f %9.2f\n", name, median(a, NR), median(e, NR), median(mus, NR), median(wus, NR), median(share, NR), median(p, NR), median(pe, NR) }'
+done
+for v in "${variants[@]}"; do
+    read -r name port pid mport <<<"$v"
+    echo "  $name not mirrored (whole run): $(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
+done

@@ -297,6 +297,26 @@ pub struct Config {
     /// The command line [`Config::load`] was given (read again on reload).
     #[arg(skip)]
     pub args: Vec<OsString>,
+
+    /// HTTP/1.1 pipelining: each connection to a target writes up to N
+    /// queued requests at once (at most 64 KiB of them past the first) and
+    /// reads their answers in order, with spop-mirror's own HTTP/1.1 writer
+    /// (the same bytes as hyper's), under one --request-timeout per batch;
+    /// up to --max-concurrency × N requests are then in flight per target.
+    /// 0 (the default) sends one request at a time with hyper. Mirrored
+    /// requests are never resent: those a target drops mid-pipeline are
+    /// counted as errors. Ignored with --http2.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub pipeline: usize,
+
+    /// Run the SPOP side on the mirroring runtime instead of a thread of its
+    /// own: no thread wakes another per request (the least CPU per mirrored
+    /// request), but mirroring then competes with reading NOTIFYs, and on a
+    /// saturated machine it falls behind in bursts (drops counted as
+    /// `queue_full`) and HAProxy's p99 grows. Best with `--threads 1` on a
+    /// machine with CPU to spare.
+    #[arg(long)]
+    pub shared_runtime: bool,
 }
 
 /// How the Host header is set.
@@ -691,6 +711,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub watch_config: Option<bool>,
+    pub pipeline: Option<usize>,
+    pub shared_runtime: Option<bool>,
     /// `[[target]]` tables, or (the older form) a list of URLs.
     pub target: Option<toml::Value>,
     /// Every target's defaults.
@@ -853,6 +875,8 @@ impl FileConfig {
             tls_key => |v: &PathBuf| Ok(Some(v.clone())),
             tls_client_ca => |v: &PathBuf| Ok(Some(v.clone())),
             watch_config,
+            pipeline,
+            shared_runtime,
         );
         self.settings.apply(c, skip)
     }
@@ -959,6 +983,7 @@ impl Config {
             ("tls_key", format!("{:?}", self.tls_key)),
             ("tls_client_ca", format!("{:?}", self.tls_client_ca)),
             ("watch_config", self.watch_config.to_string()),
+            ("shared_runtime", self.shared_runtime.to_string()),
         ]
     }
 

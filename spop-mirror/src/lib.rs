@@ -14,6 +14,7 @@
 #![allow(clippy::indexing_slicing)]
 
 pub mod config;
+mod h1;
 pub mod metrics;
 pub mod mirror;
 pub mod policy;

@@ -343,15 +343,18 @@ fn start_target(inner: &Arc<Inner>, policy: Arc<Policy>) -> Arc<Target> {
         policy: ArcSwap::new(Arc::clone(&policy)),
     });
     // The target's connections share its queue; each owns one keep-alive
-    // connection and sends one request at a time.
+    // connection and sends one request at a time (hyper), or a batch of
+    // them at once with `--pipeline` (plain http:// HTTP/1.1 targets).
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let pipelined = policy.pipeline > 0 && !policy.http2 && policy.tls.is_none();
     if let Ok(mut tasks) = inner.tasks.lock() {
         for _ in 0..policy.max_concurrency {
-            tasks.spawn(connection_worker(
-                Arc::clone(inner),
-                Arc::clone(&t),
-                Arc::clone(&rx),
-            ));
+            let (inner, t, rx) = (Arc::clone(inner), Arc::clone(&t), Arc::clone(&rx));
+            if pipelined {
+                tasks.spawn(pipeline_worker(inner, t, rx, policy.pipeline));
+            } else {
+                tasks.spawn(connection_worker(inner, t, rx));
+            }
         }
     }
     t
@@ -451,6 +454,223 @@ async fn connection_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue) {
         if !ok {
             conn = None;
         }
+    }
+}
+
+/// Waits for the first request of a batch, then takes up to `depth` (and
+/// at most [`BATCH_BYTES`] past the first) of those already queued; `false`
+/// once the queue is closed and empty.
+async fn next_batch(
+    queue: &Queue,
+    shutdown: &mut watch::Receiver<bool>,
+    retired: &mut watch::Receiver<bool>,
+    depth: usize,
+    batch: &mut Vec<Arc<Queued>>,
+) -> bool {
+    let mut rx = queue.lock().await;
+    let first = tokio::select! {
+        next = rx.recv() => next,
+        () = async {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => {}
+                _ = retired.wait_for(|s| *s) => {}
+            }
+        }, if !rx.is_closed() => {
+            // No new requests; what is queued still goes out.
+            rx.close();
+            rx.recv().await
+        }
+    };
+    let Some(first) = first else { return false };
+    let mut bytes = first.size;
+    batch.push(first);
+    while batch.len() < depth && bytes < BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(r) => {
+                bytes += r.size;
+                batch.push(r);
+            }
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// One connection to a target with spop-mirror's own HTTP/1.1 writer
+/// (`--pipeline N`): takes up to `depth` requests off the target's queue at
+/// once, writes them in one go (each with the target's policy applied: Host,
+/// header edits and redaction, the loop marker, exactly as the hyper path
+/// does), and reads their answers in order, all under one deadline (the
+/// request timeout, from the write). Requests the connection loses (closed,
+/// timed out, a bad answer) are counted as errors and never resent; the
+/// connection is then dropped.
+async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut conn: Option<tokio::net::TcpStream> = None;
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut retired = t.retired.subscribe();
+    let mut batch: Vec<Arc<Queued>> = Vec::with_capacity(depth);
+    let mut heads: Vec<bool> = Vec::with_capacity(depth);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut answers = crate::h1::Answers::default();
+    let tm = &*t.m;
+    loop {
+        batch.clear();
+        if !next_batch(&queue, &mut shutdown, &mut retired, depth, &mut batch).await {
+            break;
+        }
+        tm.queue(-(batch.len() as i64));
+        if t.down.load(Relaxed) {
+            for _ in &batch {
+                tm.count_drop(Reason::TargetBackoff);
+            }
+            continue;
+        }
+        // A kept connection the target closed meanwhile (its readiness is
+        // known without a system call): connect again rather than lose the
+        // batch on it.
+        if let Some(s) = &conn {
+            let mut probe = [0u8; 1];
+            match s.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => conn = None,
+            }
+        }
+        let policy = t.policy.load_full();
+        if conn.is_none() {
+            let attempt = inner.epoch.elapsed().as_millis() as u64;
+            match connect_tcp(&t, &policy).await {
+                Ok(s) => {
+                    answers.reset();
+                    conn = Some(s);
+                }
+                Err(e) => {
+                    for _ in &batch {
+                        tm.error(e);
+                    }
+                    target_down(&inner, &t, attempt);
+                    continue;
+                }
+            }
+        }
+        let Some(stream) = conn.as_mut() else {
+            continue;
+        };
+        out.clear();
+        heads.clear();
+        {
+            let live = inner.live.load();
+            let marker = live.set.loop_marker.as_ref();
+            for q in &batch {
+                let target = crate::h1::Target {
+                    policy: &policy,
+                    loop_marker: marker,
+                    prefix: &t.prefix,
+                    authority: t.authority.as_bytes(),
+                };
+                if crate::h1::encode(&target, &q.req, &mut out) {
+                    heads.push(q.req.method() == "HEAD");
+                } else {
+                    tm.error(TargetError::Other);
+                }
+            }
+        }
+        // The requests' memory is released once written.
+        batch.clear();
+        let sent = heads.len();
+        if sent == 0 {
+            continue;
+        }
+        tm.flight(sent as i64);
+        let start = Instant::now();
+        let mut answered = 0;
+        let outcome = tokio::time::timeout(policy.request_timeout, async {
+            stream.write_all(&out).await.map_err(|_| ())?;
+            while answered < sent {
+                loop {
+                    match answers.next(heads.get(answered).copied().unwrap_or(false)) {
+                        Ok(Some(status)) => {
+                            tm.response(status, start.elapsed());
+                            answered += 1;
+                            if answers.closing() {
+                                return Err(());
+                            }
+                            if answered == sent {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Err(()),
+                    }
+                }
+                if answered == sent {
+                    break;
+                }
+                answers.compact();
+                let n = tokio::io::AsyncReadExt::read_buf(stream, &mut answers.buf)
+                    .await
+                    .map_err(|_| ())?;
+                if n == 0 {
+                    if let Some(status) = answers.eof() {
+                        tm.response(status, start.elapsed());
+                        answered += 1;
+                    }
+                    return Err(());
+                }
+            }
+            Ok(())
+        })
+        .await;
+        tm.flight(-(sent as i64));
+        if out.capacity() > 4 * BATCH_BYTES as usize {
+            // A large body passed: give its memory back.
+            out = Vec::with_capacity(16 * 1024);
+        }
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => {
+                for _ in answered..sent {
+                    tm.error(TargetError::Other);
+                }
+                conn = None;
+            }
+            Err(_) => {
+                for _ in answered..sent {
+                    tm.error(TargetError::Timeout);
+                }
+                conn = None;
+            }
+        }
+    }
+}
+
+/// A pipelined batch stops growing past this many bytes of requests.
+const BATCH_BYTES: u64 = 64 * 1024;
+
+/// A plain TCP connection to an http:// target (the pipelined path).
+async fn connect_tcp(t: &Target, policy: &Policy) -> Result<tokio::net::TcpStream, TargetError> {
+    let host = t
+        .uri
+        .host()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = t.uri.port_u16().unwrap_or(80);
+    match tokio::time::timeout(
+        policy.connect_timeout,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(target = %t.uri, error = %e, "connect failed");
+            Err(TargetError::Connect)
+        }
+        Err(_) => Err(TargetError::Connect),
     }
 }
 
@@ -679,6 +899,27 @@ fn build_request(
     Some(request)
 }
 
+/// hyper's request for the set's first target, as the hyper path builds it
+/// (tests compare the pipelined writer's bytes with it).
+#[cfg(test)]
+pub(crate) fn build_request_for_test(
+    set: &TargetSet,
+    req: &MirrorRequest,
+) -> Option<Request<Full<Bytes>>> {
+    let p = set.targets.first()?;
+    let prefix = p.uri.path().trim_end_matches('/').to_owned();
+    let authority = HeaderValue::from_str(p.uri.authority()?.as_str()).ok()?;
+    build_request(
+        p,
+        false,
+        set.loop_marker.as_ref(),
+        &p.uri,
+        &prefix,
+        &authority,
+        req,
+    )
+}
+
 /// Sends one request and reads its answer to the end; `false` if the
 /// connection cannot be used again.
 async fn send(
@@ -897,6 +1138,124 @@ mod tests {
         mirror.close();
         assert!(workers.drain(Duration::from_secs(5)).await);
         drop((l1, l2));
+    }
+
+    /// `--pipeline`: the queued requests go out in one write, byte for byte
+    /// what is sent one at a time (the target's redaction and the loop
+    /// marker included); 1xx, Content-Length and chunked answers are
+    /// counted; requests a target drops mid-pipeline are errors, never
+    /// resent, and the next request goes on a new connection.
+    #[tokio::test]
+    async fn pipelined_requests_and_a_target_closing_mid_pipeline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+            let mut got = vec![0u8; n];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            got
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let u = format!("http://{}", l.local_addr().unwrap());
+        let set = || {
+            TargetSet::build(
+                &Config::load([
+                    "spop-mirror",
+                    "--target",
+                    &u,
+                    "--pipeline",
+                    "8",
+                    "--max-concurrency",
+                    "1",
+                    "--add-header",
+                    "x-mirror: 1",
+                    "--redact",
+                    "authorization",
+                ])
+                .unwrap(),
+                1,
+            )
+            .unwrap()
+        };
+        let c = set();
+        let metrics = Metrics::new([u.clone()]);
+        let (mirror, workers) = Mirror::start(set(), Arc::clone(&metrics));
+        let tm = &metrics.targets()[0];
+        let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let reqs: Vec<MirrorRequest> = ids
+            .iter()
+            .map(|i| {
+                request(&[
+                    (b"host", b"h"),
+                    (b"x-i", i.as_bytes()),
+                    (b"authorization", b"Bearer s3cret"),
+                ])
+            })
+            .collect();
+        let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
+        let target = crate::h1::Target {
+            policy: &c.targets[0],
+            loop_marker: c.loop_marker.as_ref(),
+            prefix: "",
+            authority: authority.as_bytes(),
+        };
+        let mut want = Vec::new();
+        for r in &reqs[..4] {
+            assert!(crate::h1::encode(&target, r, &mut want));
+        }
+        let text = String::from_utf8_lossy(&want).into_owned();
+        assert!(
+            !text.contains("s3cret"),
+            "redacted on the pipelined path: {text}"
+        );
+        assert!(text.contains("x-mirrored-by: spop-mirror"), "{text}");
+        for r in &reqs[..4] {
+            assert_eq!(mirror.submit(r.clone()), Submitted::Queued(1));
+        }
+        let (mut s, _) = l.accept().await.unwrap();
+        assert_eq!(read_exactly(&mut s, want.len()).await, want);
+        s.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc\
+              HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Len",
+        )
+        .await
+        .unwrap();
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tm.errors(TargetError::Other) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "errors {}",
+                tm.errors(TargetError::Other)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tm.responses(2), 2);
+        assert_eq!(tm.errors(TargetError::Other), 2);
+        // Nothing is resent.
+        assert!(tokio::time::timeout(Duration::from_millis(300), l.accept())
+            .await
+            .is_err());
+        // The next request: a new connection, that request alone.
+        assert_eq!(mirror.submit(reqs[4].clone()), Submitted::Queued(1));
+        let mut one = Vec::new();
+        assert!(crate::h1::encode(&target, &reqs[4], &mut one));
+        let (mut s, _) = l.accept().await.unwrap();
+        assert_eq!(read_exactly(&mut s, one.len()).await, one);
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        while tm.responses(2) < 3 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tm.errors(TargetError::Other), 2);
+        assert_eq!(metrics.queued_bytes_now(), 0);
+        mirror.close();
+        assert!(workers.drain(Duration::from_secs(5)).await);
     }
 
     #[test]

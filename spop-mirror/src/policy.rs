@@ -55,6 +55,10 @@ pub struct Policy {
     pub http1_only: bool,
     /// TLS, for https:// targets.
     pub tls: Option<crate::tls::Client>,
+    /// HTTP/1.1 requests written at once per connection with spop-mirror's
+    /// own writer (`--pipeline`; 0: hyper, one at a time). Used for plain
+    /// `http://` HTTP/1.1 targets only.
+    pub pipeline: usize,
     /// What the connections depend on: a reload that changes it replaces
     /// the target's queue and connections; otherwise they are kept.
     connection_key: String,
@@ -171,7 +175,8 @@ impl Policy {
             tracing::warn!(target = %name, "tls_insecure: the target's certificate is NOT verified");
         }
         let connection_key = format!(
-            "{uri} {} {} {} {} {:?} {:?} {:?} {:?} {}",
+            "{uri} {} {} {} {} {} {:?} {:?} {:?} {:?} {}",
+            c.pipeline,
             c.max_concurrency,
             c.queue_size,
             c.http2,
@@ -198,6 +203,7 @@ impl Policy {
             http2: c.http2,
             http1_only: c.http1_only,
             tls,
+            pipeline: c.pipeline,
             connection_key,
         })
     }

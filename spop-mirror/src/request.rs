@@ -265,6 +265,24 @@ impl MirrorRequest {
         })
     }
 
+    /// The `i`th header sent (as [`MirrorRequest::headers`] lists them).
+    pub fn header_at(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        self.headers.get(i).map(|h| {
+            (
+                Span {
+                    start: h.start,
+                    end: h.mid,
+                }
+                .get(&self.buf),
+                Span {
+                    start: h.mid,
+                    end: h.end,
+                }
+                .get(&self.buf),
+            )
+        })
+    }
+
     /// The first header with this (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers()

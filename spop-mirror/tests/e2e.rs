@@ -107,8 +107,18 @@ fn cases() -> Vec<(Vec<u8>, &'static str, &'static str, Vec<u8>)> {
 }
 
 async fn requests_arrive_intact(version: Version) {
+    arrive_intact(version, &[]).await;
+}
+
+/// The same, with `--pipeline` (spop-mirror's own HTTP/1.1 writer): the same
+/// bytes arrive.
+async fn requests_arrive_intact_pipelined(version: Version) {
+    arrive_intact(version, &["--pipeline", "8"]).await;
+}
+
+async fn arrive_intact(version: Version, extra: &[&str]) {
     let target = Target::start(Duration::ZERO, 204).await;
-    let s = setup(version, &[&target], &[], None).await;
+    let s = setup(version, &[&target], extra, None).await;
     let cases = cases();
     for (raw, ..) in &cases {
         let resp = send(s.www, raw.clone()).await;
@@ -223,6 +233,10 @@ async fn requests_arrive_intact(version: Version) {
 }
 
 per_version!(async requests_arrive_intact, requests_arrive_intact);
+per_version!(
+    async requests_arrive_intact_pipelined,
+    requests_arrive_intact_pipelined
+);
 
 async fn truncated_body(version: Version) {
     let target = Target::start(Duration::ZERO, 204).await;

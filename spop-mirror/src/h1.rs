@@ -1,0 +1,663 @@
+//! spop-mirror's own HTTP/1.1 path (`--pipeline N`): the request head is
+//! encoded straight from [`MirrorRequest`]'s views into a reused buffer (the
+//! one conversion from the `hdrs_bin` views to the bytes sent), several
+//! requests go out in one write, and the answers are read in bulk and
+//! counted by parsing their heads (`httparse`) and skipping their bodies
+//! (Content-Length, chunked, or up to the close).
+//!
+//! The bytes written are exactly those hyper writes for the same request
+//! (see the `same_bytes_as_hyper` test): request line, then the headers in
+//! `http::HeaderMap` order (Host first, then each name at its first
+//! appearance with all its values), names in lower case, then the body.
+
+use std::io::Write as _;
+
+use http::header::{HeaderName, HeaderValue};
+
+use crate::config::HostRewrite;
+use crate::policy::Policy;
+use crate::request::MirrorRequest;
+
+/// Above this many headers, the `HeaderMap` order is computed with a hash
+/// map instead of comparing each name with the previous ones.
+const LINEAR_GROUPING: usize = 64;
+
+/// The most bytes an answer's head (or a chunk-size line, or a trailer) may
+/// take before the connection is given up.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// One header to write: where it comes from.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    /// The Host value.
+    Host(&'a [u8]),
+    /// Line `i` of the request's headers after the target's edits (and the
+    /// loop marker last).
+    Line(usize),
+    /// Content-Length.
+    Length,
+}
+
+fn is_value(s: &[u8]) -> bool {
+    s.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// What the request for one target depends on besides the request.
+pub(crate) struct Target<'a> {
+    /// The target's policy: Host handling and header edits (redaction).
+    pub(crate) policy: &'a Policy,
+    /// The loop marker every mirrored request carries, if any.
+    pub(crate) loop_marker: Option<&'a (HeaderName, HeaderValue)>,
+    /// The target's path, put in front of mirrored paths.
+    pub(crate) prefix: &'a str,
+    /// The target's `host:port`.
+    pub(crate) authority: &'a [u8],
+}
+
+/// Appends the HTTP/1.1 request for a target to `out`; `false` (and `out`
+/// unchanged) if it cannot be sent (as hyper's conversion would refuse it).
+pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> bool {
+    let mark = out.len();
+    out.extend_from_slice(req.method().as_bytes());
+    out.push(b' ');
+    if !t.prefix.is_empty() && req.path() != "*" {
+        out.extend_from_slice(t.prefix.as_bytes());
+    }
+    out.extend_from_slice(req.path().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = match &t.policy.host {
+        HostRewrite::Keep => req.host().filter(|h| is_value(h)),
+        HostRewrite::Target => Some(t.authority),
+        HostRewrite::Fixed(v) => Some(v.as_bytes()),
+    };
+    // The request's headers with the target's edits (remove, redact, set,
+    // add: the same as `Policy::edit` does on hyper's path), then the loop
+    // marker.
+    let mut lines: Vec<(&[u8], &[u8])> = t.policy.headers_out(req.headers()).collect();
+    if let Some((name, value)) = t.loop_marker {
+        lines.push((name.as_str().as_bytes(), value.as_bytes()));
+    }
+    if lines.iter().any(|(_, v)| !is_value(v)) {
+        out.truncate(mark);
+        return false;
+    }
+    let length = req.has_body_framing() || req.body_len() > 0;
+    let n_lines = lines.len();
+    let total = usize::from(host.is_some()) + n_lines + usize::from(length);
+    if total > 24_576 {
+        out.truncate(mark);
+        return false;
+    }
+    let field = |k: usize| -> Field<'_> {
+        let mut k = k;
+        if let Some(h) = host {
+            if k == 0 {
+                return Field::Host(h);
+            }
+            k -= 1;
+        }
+        if k < n_lines {
+            return Field::Line(k);
+        }
+        Field::Length
+    };
+    let name = |f: Field<'_>| -> &[u8] {
+        match f {
+            Field::Host(_) => b"host",
+            Field::Line(i) => lines.get(i).map_or(&[][..], |(n, _)| n),
+            Field::Length => b"content-length",
+        }
+    };
+    let mut len_buf = [0u8; 20];
+    let len_text = {
+        let mut w = &mut len_buf[..];
+        let _ = write!(w, "{}", req.body_len());
+        let left = w.len();
+        let used = len_buf.len() - left;
+        len_buf.get(..used).unwrap_or_default()
+    };
+    // Content-Length is inserted (`try_insert`): a header line of that name
+    // takes its value at its place, and its other values go.
+    let length_at_added = length
+        && lines
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
+    let write_field = |out: &mut Vec<u8>, f: Field<'_>| {
+        let (n, v): (&[u8], &[u8]) = match f {
+            Field::Host(h) => (b"host", h),
+            Field::Line(i) => lines.get(i).copied().unwrap_or_default(),
+            Field::Length => (b"content-length", len_text),
+        };
+        let v = if length_at_added && n.eq_ignore_ascii_case(b"content-length") {
+            len_text
+        } else {
+            v
+        };
+        for &b in n {
+            out.push(b.to_ascii_lowercase());
+        }
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    };
+    let count = if length_at_added { total - 1 } else { total };
+    let mut wrote_length = false;
+    let mut write_group = |out: &mut Vec<u8>, k: usize, same: &mut dyn FnMut(usize) -> bool| {
+        let f = field(k);
+        let is_length = name(f).eq_ignore_ascii_case(b"content-length") && length;
+        if is_length {
+            // One Content-Length, whatever the added headers say.
+            if !wrote_length {
+                write_field(out, f);
+                wrote_length = true;
+            }
+            return;
+        }
+        write_field(out, f);
+        for j in k + 1..count {
+            if same(j) {
+                write_field(out, field(j));
+            }
+        }
+    };
+    if count <= LINEAR_GROUPING {
+        for k in 0..count {
+            let nk = name(field(k));
+            if (0..k).any(|j| name(field(j)).eq_ignore_ascii_case(nk)) {
+                continue;
+            }
+            write_group(out, k, &mut |j| name(field(j)).eq_ignore_ascii_case(nk));
+        }
+    } else {
+        let mut groups: std::collections::HashMap<Vec<u8>, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut order = Vec::new();
+        for k in 0..count {
+            let key = name(field(k)).to_ascii_lowercase();
+            let e = groups.entry(key).or_default();
+            if e.is_empty() {
+                order.push(k);
+            }
+            e.push(k);
+        }
+        for k in order {
+            let key = name(field(k)).to_ascii_lowercase();
+            let members = groups.get(&key).cloned().unwrap_or_default();
+            write_group(out, k, &mut |j| members.binary_search(&j).is_ok());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&req.body());
+    true
+}
+
+/// Why reading answers stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerError {
+    /// Not HTTP/1.x, a bad length or chunk, a head too large, or 101.
+    Invalid,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Head,
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    UntilClose,
+}
+
+/// Reads the answers of requests sent in order on one connection.
+#[derive(Debug)]
+pub(crate) struct Answers {
+    /// Bytes received and not consumed yet (from `pos`).
+    pub(crate) buf: Vec<u8>,
+    pos: usize,
+    state: State,
+    status: u16,
+    /// The answer being read says `Connection: close` (or is HTTP/1.0
+    /// without keep-alive): the connection ends after it.
+    closing: bool,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Self {
+            buf: Vec::with_capacity(8192),
+            pos: 0,
+            state: State::Head,
+            status: 0,
+            closing: false,
+        }
+    }
+}
+
+impl Answers {
+    /// Forgets everything (a new connection).
+    pub(crate) fn reset(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.state = State::Head;
+        self.closing = false;
+    }
+
+    /// The answer just completed said the connection ends.
+    pub(crate) const fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Room to read into: the buffer grown by at least `n` bytes of spare
+    /// capacity (consumed bytes dropped first).
+    pub(crate) fn compact(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// The connection ended: completes an answer read up to the close.
+    pub(crate) fn eof(&mut self) -> Option<u16> {
+        if matches!(self.state, State::UntilClose) {
+            self.state = State::Head;
+            return Some(self.status);
+        }
+        None
+    }
+
+    /// Consumes what is buffered; `Ok(Some(status))` when the next answer
+    /// (of a request that was a HEAD if `head`) is complete, `Ok(None)` if
+    /// more bytes are needed.
+    pub(crate) fn next(&mut self, head: bool) -> Result<Option<u16>, AnswerError> {
+        loop {
+            let rest = self.buf.get(self.pos..).unwrap_or_default();
+            match self.state {
+                State::Head => {
+                    let mut headers = [httparse::EMPTY_HEADER; 64];
+                    let mut resp = httparse::Response::new(&mut headers);
+                    let n = match resp.parse(rest) {
+                        Ok(httparse::Status::Complete(n)) => n,
+                        Ok(httparse::Status::Partial) => {
+                            if rest.len() > MAX_HEAD {
+                                return Err(AnswerError::Invalid);
+                            }
+                            return Ok(None);
+                        }
+                        Err(_) => return Err(AnswerError::Invalid),
+                    };
+                    let status = resp.code.unwrap_or(0);
+                    let version = resp.version.unwrap_or(1);
+                    let mut chunked = false;
+                    let mut other_te = false;
+                    let mut length: Option<u64> = None;
+                    let mut close = version == 0;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                            if trim(last).eq_ignore_ascii_case(b"chunked") {
+                                chunked = true;
+                            } else {
+                                other_te = true;
+                            }
+                        } else if h.name.eq_ignore_ascii_case("content-length") {
+                            for part in h.value.split(|&b| b == b',') {
+                                let v = std::str::from_utf8(trim(part))
+                                    .ok()
+                                    .and_then(|s| s.parse::<u64>().ok())
+                                    .ok_or(AnswerError::Invalid)?;
+                                if length.is_some_and(|l| l != v) {
+                                    return Err(AnswerError::Invalid);
+                                }
+                                length = Some(v);
+                            }
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            for token in h.value.split(|&b| b == b',') {
+                                let token = trim(token);
+                                if token.eq_ignore_ascii_case(b"close") {
+                                    close = true;
+                                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0
+                                {
+                                    close = false;
+                                }
+                            }
+                        }
+                    }
+                    self.pos += n;
+                    if status == 101 {
+                        return Err(AnswerError::Invalid);
+                    }
+                    if (100..200).contains(&status) {
+                        // Informational: the final answer follows.
+                        continue;
+                    }
+                    self.status = status;
+                    self.closing = close;
+                    if head || status == 204 || status == 304 {
+                        return Ok(Some(status));
+                    }
+                    self.state = if chunked && !other_te {
+                        State::ChunkSize
+                    } else if other_te {
+                        self.closing = true;
+                        State::UntilClose
+                    } else if let Some(l) = length {
+                        if l == 0 {
+                            return Ok(Some(status));
+                        }
+                        State::Length(l)
+                    } else {
+                        self.closing = true;
+                        State::UntilClose
+                    };
+                }
+                State::Length(left) => {
+                    let take = (rest.len() as u64).min(left);
+                    self.pos += take as usize;
+                    if take == left {
+                        self.state = State::Head;
+                        return Ok(Some(self.status));
+                    }
+                    self.state = State::Length(left - take);
+                    return Ok(None);
+                }
+                State::ChunkSize => {
+                    let Some(end) = find_crlf(rest) else {
+                        if rest.len() > MAX_HEAD {
+                            return Err(AnswerError::Invalid);
+                        }
+                        return Ok(None);
+                    };
+                    let line = rest.get(..end).unwrap_or_default();
+                    let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                    let size = std::str::from_utf8(trim(size))
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                        .ok_or(AnswerError::Invalid)?;
+                    self.pos += end + 2;
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(left) => {
+                    let take = (rest.len() as u64).min(left);
+                    self.pos += take as usize;
+                    if take < left {
+                        self.state = State::ChunkData(left - take);
+                        return Ok(None);
+                    }
+                    self.state = State::ChunkDataEnd;
+                }
+                State::ChunkDataEnd => {
+                    if rest.len() < 2 {
+                        return Ok(None);
+                    }
+                    if rest.get(..2) != Some(b"\r\n") {
+                        return Err(AnswerError::Invalid);
+                    }
+                    self.pos += 2;
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    let Some(end) = find_crlf(rest) else {
+                        if rest.len() > MAX_HEAD {
+                            return Err(AnswerError::Invalid);
+                        }
+                        return Ok(None);
+                    };
+                    self.pos += end + 2;
+                    if end == 0 {
+                        self.state = State::Head;
+                        return Ok(Some(self.status));
+                    }
+                }
+                State::UntilClose => {
+                    self.pos = self.buf.len();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(s: &[u8]) -> Option<usize> {
+    s.windows(2).position(|w| w == b"\r\n")
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(a), Some(b)) => s.get(a..=b).unwrap_or_default(),
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::TargetSet;
+    use bytes::Bytes;
+    use haproxy_spop::{Headers, Notify};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn request(
+        method: &'static str,
+        headers: &[(&[u8], &[u8])],
+        body: &'static [u8],
+    ) -> MirrorRequest {
+        let n = Notify::builder()
+            .message("mirror")
+            .arg("arg_method", method)
+            .arg("arg_path", "/p?q=1")
+            .arg("arg_ver", "1.1")
+            .arg("arg_hdrs", Headers::encode(headers.iter().copied()))
+            .arg("arg_body", Bytes::from_static(body))
+            .build()
+            .unwrap();
+        crate::request::build(&n.message("mirror").unwrap(), &Default::default()).unwrap()
+    }
+
+    fn cfg(args: &[&str]) -> TargetSet {
+        let mut all = vec!["spop-mirror", "--target", "http://127.0.0.1:9/pre"];
+        all.extend_from_slice(args);
+        TargetSet::build(&Config::load(all).unwrap(), 1).unwrap()
+    }
+
+    /// What hyper writes for the same request (today's path).
+    /// What this module writes for the set's first target.
+    fn ours(c: &TargetSet, req: &MirrorRequest) -> Vec<u8> {
+        let policy = &c.targets[0];
+        let t = Target {
+            policy,
+            loop_marker: c.loop_marker.as_ref(),
+            prefix: "/pre",
+            authority: b"127.0.0.1:9",
+        };
+        let mut out = Vec::new();
+        assert!(encode(&t, req, &mut out));
+        out
+    }
+
+    async fn hyper_bytes(c: &TargetSet, req: &MirrorRequest) -> Vec<u8> {
+        let r = crate::mirror::build_request_for_test(c, req).unwrap();
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+                .await
+                .unwrap();
+        let driver = tokio::spawn(conn);
+        let answer = tokio::spawn(async move { send.send_request(r).await.map(|_| ()) });
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let want_body = req.body_len();
+        loop {
+            let n = server.read(&mut chunk).await.unwrap();
+            got.extend_from_slice(&chunk[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() >= end + 4 + want_body {
+                    break;
+                }
+            }
+        }
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = answer.await;
+        driver.abort();
+        got
+    }
+
+    #[tokio::test]
+    async fn same_bytes_as_hyper() {
+        let requests = [
+            request(
+                "POST",
+                &[
+                    (b"host", b"shop.test"),
+                    (b"x", b"1"),
+                    (b"accept", b"*/*"),
+                    (b"x", b"2"),
+                    (b"content-length", b"5"),
+                    (b"x-mirror", b"client"),
+                ],
+                b"hello",
+            ),
+            request(
+                "GET",
+                &[(b"host", b"shop.test"), (b"user-agent", b"u")],
+                b"",
+            ),
+            request("GET", &[(b"user-agent", b"no host")], b""),
+            request(
+                "HEAD",
+                &[(b"host", b"h"), (b"Cookie", b"a=1"), (b"cookie", b"b=2")],
+                b"",
+            ),
+            request(
+                "PUT",
+                &[(b"host", b"h"), (b"transfer-encoding", b"chunked")],
+                b"",
+            ),
+        ];
+        let configs = [
+            cfg(&["--redact", "credentials", "--set-header", "X-Env: test"]),
+            cfg(&[
+                "--remove-header",
+                "cookie",
+                "--redact",
+                "user-agent",
+                "--loop-header",
+                "",
+            ]),
+            cfg(&[
+                "--set-header",
+                "Cookie: replaced",
+                "--redact-value",
+                "XXX",
+                "--redact",
+                "x-a",
+            ]),
+            cfg(&["--add-header", "X-Mirror: yes"]),
+            cfg(&[
+                "--host",
+                "target",
+                "--add-header",
+                "x-a: 1",
+                "--add-header",
+                "X-A: 2",
+            ]),
+            cfg(&["--host", "fixed.example"]),
+            cfg(&[
+                "--add-header",
+                "Accept: text/x",
+                "--add-header",
+                "user-agent: mirror",
+            ]),
+            cfg(&[]),
+        ];
+        for c in &configs {
+            for r in &requests {
+                let ours = ours(c, r);
+                let theirs = hyper_bytes(c, r).await;
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&theirs),
+                    "{r:?} {:?}",
+                    c.targets[0]
+                );
+            }
+        }
+    }
+
+    /// Many headers (the hash-map grouping) give the same order as few.
+    #[tokio::test]
+    async fn same_bytes_as_hyper_with_many_headers() {
+        let names: Vec<String> = (0..200).map(|i| format!("x-h{}", i % 70)).collect();
+        let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"h")];
+        headers.extend(names.iter().map(|n| (n.as_bytes(), &b"v"[..])));
+        let r = request("POST", &headers, b"abc");
+        let c = cfg(&["--add-header", "x-h3: added"]);
+        assert_eq!(ours(&c, &r), hyper_bytes(&c, &r).await);
+    }
+
+    fn feed(a: &mut Answers, bytes: &[u8]) {
+        a.compact();
+        a.buf.extend_from_slice(bytes);
+    }
+
+    #[test]
+    fn answers_are_counted_by_their_framing() {
+        let mut a = Answers::default();
+        let stream: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\
+            HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n\
+            HTTP/1.1 204 No Content\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n\
+            HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        // Byte by byte, then all at once: the same answers.
+        for step in [1, stream.len()] {
+            a.reset();
+            let mut got = Vec::new();
+            let heads = [false, false, false, true, false];
+            for piece in stream.chunks(step) {
+                feed(&mut a, piece);
+                while got.len() < heads.len() {
+                    match a.next(heads[got.len()]).unwrap() {
+                        Some(s) => got.push(s),
+                        None => break,
+                    }
+                }
+            }
+            assert_eq!(got, [200, 201, 204, 200, 404], "step {step}");
+        }
+    }
+
+    #[test]
+    fn an_answer_up_to_the_close() {
+        let mut a = Answers::default();
+        feed(&mut a, b"HTTP/1.1 200 OK\r\n\r\nbody");
+        assert_eq!(a.next(false), Ok(None));
+        assert!(a.closing());
+        assert_eq!(a.eof(), Some(200));
+        let mut a = Answers::default();
+        feed(
+            &mut a,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(a.next(false), Ok(Some(200)));
+        assert!(a.closing());
+        feed(&mut a, b"garbage\r\n\r\n");
+        assert_eq!(a.next(false), Err(AnswerError::Invalid));
+        let mut a = Answers::default();
+        feed(&mut a, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert_eq!(a.next(false), Err(AnswerError::Invalid));
+    }
+}
