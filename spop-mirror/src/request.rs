@@ -57,7 +57,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use haproxy_spop::{ArgError, DataType, Message};
+use haproxy_spop::{ArgError, DataType, Framing, Message};
 
 /// The argument names of the `mirror` message.
 #[derive(Debug, Clone)]
@@ -417,22 +417,6 @@ fn lower(name: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
-/// Parses a Content-Length value (a number, or a list of equal numbers).
-fn content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), BadMessage> {
-    for part in value.split(|&b| b == b',') {
-        let part = trim_ows(part);
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return Err(BadMessage::BadFraming);
-        }
-        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-        match seen {
-            Some(prev) if *prev != n => return Err(BadMessage::BadFraming),
-            _ => *seen = Some(n),
-        }
-    }
-    Ok(())
-}
-
 /// Rebuilds the request carried by `msg` (see the module's policy).
 ///
 /// # Errors
@@ -482,8 +466,6 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
     // Second pass: validate, classify, measure.
     let mut kept: Vec<(Bytes, Bytes)> = Vec::new();
     let mut host: Option<Bytes> = None;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
     let mut size = method.len() + path.len() + version.len() + body.len();
     for (name, value) in headers.iter() {
         if !is_token(&name) {
@@ -494,15 +476,8 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
         }
         let lname = lower(&name);
         let lname: &[u8] = &lname;
-        if lname == b"content-length" {
-            content_length(&value, &mut length)?;
-            continue;
-        }
-        if lname == b"transfer-encoding" {
-            if !trim_ows(&value).eq_ignore_ascii_case(b"chunked") || chunked {
-                return Err(BadMessage::BadFraming);
-            }
-            chunked = true;
+        if lname == b"content-length" || lname == b"transfer-encoding" {
+            // Checked below, with the library's framing rules.
             continue;
         }
         if lname == b"host" {
@@ -524,8 +499,9 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
     if u32::try_from(size).is_err() {
         return Err(BadMessage::BadHeaders);
     }
-    let truncated = (!chunked && length.is_some_and(|cl| cl > body.len() as u64))
-        || body_size.is_some_and(|s| s > body.len() as u64);
+    // Content-Length values that agree, at most one `chunked`.
+    let framing = Framing::of(&headers).map_err(|_| BadMessage::BadFraming)?;
+    let truncated = framing.truncated(body.len() as u64, body_size);
 
     // The compact copy: exactly `size` bytes.
     let mut buf: Vec<u8> = Vec::with_capacity(size);
@@ -561,7 +537,7 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
         host,
         headers: spans,
         body: body_span,
-        has_body_framing: length.is_some() || chunked || !body.is_empty(),
+        has_body_framing: framing.content_length.is_some() || framing.chunked || !body.is_empty(),
         truncated,
         uri_reencoded,
     })

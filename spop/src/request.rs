@@ -147,6 +147,14 @@ fn content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), RequestErr
 }
 
 impl Framing {
+    /// `true` if a body of `got` bytes is less than the request has: a
+    /// Content-Length (without chunked) larger than it, or a `req.body_size`
+    /// (`body_size`) larger than it.
+    pub fn truncated(&self, got: u64, body_size: Option<u64>) -> bool {
+        (!self.chunked && self.content_length.is_some_and(|cl| cl > got))
+            || body_size.is_some_and(|size| size > got)
+    }
+
     /// The framing the headers declare.
     ///
     /// # Errors
@@ -260,9 +268,8 @@ impl RequestView {
     /// Content-Length (without Transfer-Encoding) larger than the body, or a
     /// `req.body_size` larger than the body.
     pub fn truncated(&self) -> bool {
-        let got = self.body.len() as u64;
-        (!self.framing.chunked && self.framing.content_length.is_some_and(|cl| cl > got))
-            || self.body_size.is_some_and(|size| size > got)
+        self.framing
+            .truncated(self.body.len() as u64, self.body_size)
     }
 }
 
