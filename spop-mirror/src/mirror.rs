@@ -408,24 +408,13 @@ async fn connection_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue) {
     let mut conn: Option<Sender> = None;
     let mut shutdown = inner.shutdown.subscribe();
     let mut retired = t.retired.subscribe();
+    let mut one = Vec::with_capacity(1);
     loop {
-        let next = {
-            let mut rx = queue.lock().await;
-            tokio::select! {
-                next = rx.recv() => next,
-                () = async {
-                    tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => {}
-                        _ = retired.wait_for(|s| *s) => {}
-                    }
-                }, if !rx.is_closed() => {
-                    // No new requests; what is queued still goes out.
-                    rx.close();
-                    rx.recv().await
-                }
-            }
-        };
-        let Some(req) = next else { break };
+        one.clear();
+        if !next_batch(&queue, &mut shutdown, &mut retired, 1, &mut one).await {
+            break;
+        }
+        let Some(req) = one.pop() else { continue };
         let tm = &*t.m;
         tm.queue(-1);
         if t.down.load(Relaxed) {
