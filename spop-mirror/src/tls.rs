@@ -1,9 +1,11 @@
 //! TLS to `https://` targets, with rustls (the `ring` provider).
 //!
-//! Certificates are verified against the Mozilla root store compiled in by
-//! `webpki-roots` by default: the same trust everywhere, with no dependence
-//! on the container's `/etc/ssl` (often absent from small images), and no
-//! file read at start-up. `tls_ca_file` replaces it with a private CA.
+//! Certificates are verified against the system's root store by default
+//! (`rustls-native-certs`: on Debian, `/etc/ssl/certs`, read once per
+//! process), so that a CA the operator installed system-wide is trusted; a
+//! system without one (small container images often have none) falls back
+//! to the Mozilla roots compiled in by `webpki-roots`, with a warning.
+//! `tls_ca_file` replaces either with a private CA.
 //! `tls_client_cert`/`tls_client_key` present a client certificate (mTLS).
 //! SNI and the name verified are the URL's host, or `tls_server_name`.
 //! ALPN offers `h2` and `http/1.1` (`http2`: `h2` only; `http1_only`:
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::Uri;
+use tokio_rustls::rustls::pki_types::TrustAnchor;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -84,7 +87,7 @@ impl Client {
                             .map_err(|e| format!("{}: {e}", path.display()))?;
                     }
                 }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                None => roots.extend(system_roots().iter().cloned()),
             }
             builder.with_root_certificates(roots)
         };
@@ -224,4 +227,32 @@ pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The system's trust anchors, read once; the compiled-in Mozilla roots
+/// when the system has none.
+fn system_roots() -> &'static [TrustAnchor<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<TrustAnchor<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        let anchors: Vec<TrustAnchor<'static>> = found
+            .certs
+            .iter()
+            .filter_map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .ok()
+                    .map(|a| a.to_owned())
+            })
+            .collect();
+        if anchors.is_empty() {
+            tracing::warn!(
+                errors = found.errors.len(),
+                "no system root certificates found; https targets are verified against the compiled-in Mozilla roots"
+            );
+            webpki_roots::TLS_SERVER_ROOTS.to_vec()
+        } else {
+            tracing::debug!(roots = anchors.len(), "system root certificates loaded");
+            anchors
+        }
+    })
 }
