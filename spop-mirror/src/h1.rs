@@ -118,7 +118,7 @@ pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> 
     };
     // Content-Length is inserted (`try_insert`): a header line of that name
     // takes its value at its place, and its other values go.
-    let length_at_added = length
+    let length_in_lines = length
         && lines
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
@@ -128,7 +128,7 @@ pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> 
             Field::Line(i) => lines.get(i).copied().unwrap_or_default(),
             Field::Length => (b"content-length", len_text),
         };
-        let v = if length_at_added && n.eq_ignore_ascii_case(b"content-length") {
+        let v = if length_in_lines && n.eq_ignore_ascii_case(b"content-length") {
             len_text
         } else {
             v
@@ -140,7 +140,7 @@ pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> 
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     };
-    let count = if length_at_added { total - 1 } else { total };
+    let count = if length_in_lines { total - 1 } else { total };
     let mut wrote_length = false;
     let mut write_group = |out: &mut Vec<u8>, k: usize, same: &mut dyn FnMut(usize) -> bool| {
         let f = field(k);

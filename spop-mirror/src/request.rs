@@ -172,6 +172,22 @@ struct HeaderSpan {
     end: u32,
 }
 
+impl HeaderSpan {
+    const fn name(self) -> Span {
+        Span {
+            start: self.start,
+            end: self.mid,
+        }
+    }
+
+    const fn value(self) -> Span {
+        Span {
+            start: self.mid,
+            end: self.end,
+        }
+    }
+}
+
 /// A request ready to mirror, shared by every target.
 ///
 /// It owns one compact buffer holding exactly its method, target, version,
@@ -232,55 +248,16 @@ impl MirrorRequest {
 
     /// The headers sent, in order: names as HAProxy gave them (lower case).
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers.iter().map(|h| {
-            (
-                Span {
-                    start: h.start,
-                    end: h.mid,
-                }
-                .get(&self.buf),
-                Span {
-                    start: h.mid,
-                    end: h.end,
-                }
-                .get(&self.buf),
-            )
-        })
+        self.headers
+            .iter()
+            .map(|h| (h.name().get(&self.buf), h.value().get(&self.buf)))
     }
 
     /// The headers as views into the buffer (for zero-copy header values).
     pub fn header_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], Bytes)> + '_ {
-        self.headers.iter().map(|h| {
-            (
-                Span {
-                    start: h.start,
-                    end: h.mid,
-                }
-                .get(&self.buf),
-                self.slice(Span {
-                    start: h.mid,
-                    end: h.end,
-                }),
-            )
-        })
-    }
-
-    /// The `i`th header sent (as [`MirrorRequest::headers`] lists them).
-    pub fn header_at(&self, i: usize) -> Option<(&[u8], &[u8])> {
-        self.headers.get(i).map(|h| {
-            (
-                Span {
-                    start: h.start,
-                    end: h.mid,
-                }
-                .get(&self.buf),
-                Span {
-                    start: h.mid,
-                    end: h.end,
-                }
-                .get(&self.buf),
-            )
-        })
+        self.headers
+            .iter()
+            .map(|h| (h.name().get(&self.buf), self.slice(h.value())))
     }
 
     /// The first header with this (lower-case) name.
