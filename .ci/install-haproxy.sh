@@ -10,6 +10,10 @@
 #
 #   usage: .ci/install-haproxy.sh [LINE...]       (default: all four)
 #
+# The line `nginx` (asked for by name only) installs bookworm's nginx the same
+# way, for benches/nginx-mirror.sh (nginx's own mirror module, compared
+# against); its path is written as SPOP_NGINX.
+#
 # Each line is fetched with `apt-get download` from a private sources list and
 # lists directory, unpacked with `dpkg-deb -x`, and its binary patched with
 # patchelf to use the loader and libraries it came with, so that it runs (and
@@ -51,19 +55,30 @@ mirror=${SPOP_DEBIAN_MIRROR:-}
 
 suite_of() {
     case $1 in
-        2.6) echo bookworm ;; 3.0) echo trixie ;; 3.2) echo sid ;; 3.4) echo experimental ;;
+        2.6|nginx) echo bookworm ;; 3.0) echo trixie ;; 3.2) echo sid ;; 3.4) echo experimental ;;
         *) return 1 ;;
     esac
 }
+# The package, its binary and the version it must print, per line.
+package_of() { case $1 in nginx) echo nginx ;; *) echo haproxy ;; esac; }
+binary_of() { case $1 in nginx) echo usr/sbin/nginx ;; *) echo usr/sbin/haproxy ;; esac; }
+version_ok() { # line "output of -v"
+    case $1 in
+        nginx) [[ $2 == *"nginx version: nginx/"* ]] ;;
+        *) [[ $2 == *"version $1."* ]] ;;
+    esac
+}
+key_of() { case $1 in nginx) echo SPOP_NGINX ;; *) echo "SPOP_HAPROXY_${1//./}" ;; esac; }
 
 # install LINE: prints the binary's path on success; on failure prints the
 # reason on stdout and returns 1.
 install_line() {
-    local line=$1 suite dir bin apt pkgs v
-    suite=$(suite_of "$line") || { echo "unknown line $line (2.6, 3.0, 3.2 or 3.4)"; return 1; }
+    local line=$1 suite dir bin apt pkgs v pkg
+    suite=$(suite_of "$line") || { echo "unknown line $line (2.6, 3.0, 3.2, 3.4 or nginx)"; return 1; }
+    pkg=$(package_of "$line")
     dir=$cache/$line
-    bin=$dir/root/usr/sbin/haproxy
-    if [ -x "$bin" ] && v=$("$bin" -v 2>&1) && [[ $v == *"version $line."* ]]; then
+    bin=$dir/root/$(binary_of "$line")
+    if [ -x "$bin" ] && v=$("$bin" -v 2>&1) && version_ok "$line" "$v"; then
         echo "$bin"; return 0
     fi
     [ -n "$mirror" ] || { echo "no Debian mirror in apt's sources (/etc/apt/sources.list*)"; return 1; }
@@ -85,27 +100,27 @@ install_line() {
         echo "cannot read Debian $suite's package lists from $mirror: $(grep -m 2 -A 1 -e '^Err' -e '^E:' "$dir/apt-update.log" | tr -s ' \n' ' ')"
         return 1
     fi
-    # The haproxy of that suite (experimental is never the default candidate).
-    v=$(apt-cache "${apt[@]}" madison haproxy 2>/dev/null \
+    # The package of that suite (experimental is never the default candidate).
+    v=$(apt-cache "${apt[@]}" madison "$pkg" 2>/dev/null \
         | awk -F'|' -v s="$suite" '$3 ~ (" " s "/") {gsub(/ /, "", $2); print $2; exit}')
-    [ -n "$v" ] || { echo "Debian $suite has no haproxy package"; return 1; }
-    case $v in
-        "$line".*|*:"$line".*) ;;
+    [ -n "$v" ] || { echo "Debian $suite has no $pkg package"; return 1; }
+    case $line:$v in
+        nginx:*|*:"$line".*|*:*:"$line".*) ;;
         *) echo "Debian $suite has haproxy $v, not $line.x"; return 1 ;;
     esac
     # Its library dependencies, resolved by apt against the same lists.
     pkgs=$(apt-cache "${apt[@]}" depends --recurse --no-recommends --no-suggests \
-            --no-conflicts --no-breaks --no-replaces --no-enhances --no-pre-depends "haproxy=$v" 2>/dev/null \
+            --no-conflicts --no-breaks --no-replaces --no-enhances --no-pre-depends "$pkg=$v" 2>/dev/null \
         | sed -n 's/^ *Depends: *//p' | tr -d '<>' | grep -E '^lib' | sort -u)
     (
         cd "$dir/debs" || exit 1
-        apt-get "${apt[@]}" download "haproxy=$v" >"$dir/download.log" 2>&1 || exit 2
+        apt-get "${apt[@]}" download "$pkg=$v" >"$dir/download.log" 2>&1 || exit 2
         # Some names are virtual or absent in one suite: skip those.
         for p in $pkgs libc6; do apt-get "${apt[@]}" download "$p" >>"$dir/download.log" 2>&1 || true; done
     )
     case $? in
         0) ;;
-        2) echo "cannot download haproxy=$v from Debian $suite: $(tail -n 1 "$dir/download.log")"; return 1 ;;
+        2) echo "cannot download $pkg=$v from Debian $suite: $(tail -n 1 "$dir/download.log")"; return 1 ;;
         *) echo "cannot write to $dir/debs"; return 1 ;;
     esac
     for f in "$dir"/debs/*.deb; do
@@ -119,9 +134,9 @@ install_line() {
         echo "patchelf failed on $bin: $(cat "$dir/patchelf.log")"; return 1
     fi
     if ! v=$("$bin" -v 2>&1); then
-        echo "the unpacked haproxy does not run: ${v%%$'\n'*}"; return 1
+        echo "the unpacked $pkg does not run: ${v%%$'\n'*}"; return 1
     fi
-    [[ $v == *"version $line."* ]] || { echo "the unpacked binary says '${v%%$'\n'*}', not $line.x"; return 1; }
+    version_ok "$line" "$v" || { echo "the unpacked binary says '${v%%$'\n'*}', not $line.x"; return 1; }
     echo "$bin"
 }
 
@@ -131,12 +146,12 @@ mkdir -p "$(dirname "$env_file")"
 tmp=$env_file.tmp
 # Keep what an earlier run wrote for the lines not asked for this time.
 keys=""
-for line in "${lines[@]}"; do keys="$keys -e ^SPOP_HAPROXY_${line//./}[=_]"; done
+for line in "${lines[@]}"; do keys="$keys -e ^$(key_of "$line")[=_]"; done
 # shellcheck disable=SC2086
 grep -v $keys "$env_file" > "$tmp" 2>/dev/null || : > "$tmp"
 got=0
 for line in "${lines[@]}"; do
-    key=SPOP_HAPROXY_${line//./}
+    key=$(key_of "$line")
     if out=$(install_line "$line"); then
         v=$("$out" -v 2>&1)
         say "$line: ${v%%$'\n'*} ($out)"
@@ -144,7 +159,7 @@ for line in "${lines[@]}"; do
         got=$((got + 1))
     else
         say "$line: NOT INSTALLED: $out"
-        printf "%s_ERROR='HAProxy %s (Debian %s): %s'\n" "$key" "$line" "$(suite_of "$line" || echo '?')" "${out//\'/}" >> "$tmp"
+        printf "%s_ERROR='%s %s (Debian %s): %s'\n" "$key" "$(case $line in nginx) echo nginx ;; *) echo HAProxy ;; esac)" "$line" "$(suite_of "$line" || echo '?')" "${out//\'/}" >> "$tmp"
     fi
 done
 mv "$tmp" "$env_file"

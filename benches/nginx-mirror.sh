@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# What a user would pick instead of spop-mirror: nginx's built-in `mirror`
+# module, on the same work, in one run (issue 11's third goal). Every set-up
+# proxies each request to an app and, where it mirrors, copies each request
+# to a shadow; one worker (nginx `worker_processes 1`, HAProxy `nbthread 1`),
+# wrk -t1 -c32, the app and the shadow the same two HAProxy processes for all
+# (answering 200 "ok" and 204):
+#   N.  nginx proxying to the app;
+#   NM. nginx proxying, with `mirror` copying every request to the shadow
+#       (`mirror_request_body on`, keep-alive to both);
+#   H.  HAProxy proxying to the app;
+#   HM. HAProxy proxying, SPOE filter, spop-mirror mirroring every request;
+#   HM2 the same with MIRROR_ARGS2 (default "--pipeline 16");
+#   HE. HAProxy proxying, SPOE filter, an agent on this crate that only ACKs
+#       (the ceiling for any SPOE agent).
+# The set-ups run in turn, ROUNDS times (default 3); each round's ratios are
+# taken within the round and the median of the rounds is printed.
+# Usage: bash benches/nginx-mirror.sh [SECONDS_PER_SETUP] [LINE]
+#   LINE: the HAProxy line (2.6, 3.0, 3.2 or 3.4; default 3.4).
+# Needs: bash .ci/install-haproxy.sh LINE nginx (Debian's packages, unpacked
+# into a cache), and wrk.
+set -euo pipefail
+secs=${1:-5}
+line=${2:-3.4}
+root=$(cd "$(dirname "$0")/.." && pwd)
+env_file=$root/target/haproxy-paths.env
+haproxy=$(grep -s "^SPOP_HAPROXY_${line//./}=" "$env_file" | cut -d= -f2)
+nginx=$(grep -s "^SPOP_NGINX=" "$env_file" | cut -d= -f2)
+[ -n "$haproxy" ] || { echo "HAProxy $line is not installed: bash .ci/install-haproxy.sh $line nginx" >&2; exit 1; }
+[ -n "$nginx" ] || { echo "nginx is not installed: bash .ci/install-haproxy.sh $line nginx" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk missing: bash .ci/install-haproxy.sh" >&2; exit 1; }
+cargo build --release -q -p spop-mirror --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p spop-benches --bin ack-agent --manifest-path "$root/Cargo.toml"
+mirror=$root/target/release/spop-mirror
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+# Ports: app 18282, shadow 18283; nginx 18280 (N) and 18281 (NM);
+# HAProxy 18284 (H), 18285 (HM), 18286 (HM2), 18287 (HE); agents 18290-18292.
+cat > "$dir/backends.cfg" <<CFG
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend app
+    bind 127.0.0.1:18282
+    http-request return status 200 content-type text/plain string "ok"
+frontend shadow
+    bind 127.0.0.1:18283
+    http-request return status 204
+CFG
+mkdir -p "$dir/nginx/logs" "$dir/nginx/tmp"
+cat > "$dir/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/logs/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx/tmp/body;
+    proxy_temp_path $dir/nginx/tmp/proxy;
+    fastcgi_temp_path $dir/nginx/tmp/fastcgi;
+    uwsgi_temp_path $dir/nginx/tmp/uwsgi;
+    scgi_temp_path $dir/nginx/tmp/scgi;
+    keepalive_requests 1000000;
+    upstream app { server 127.0.0.1:18282; keepalive 64; }
+    upstream shadow { server 127.0.0.1:18283; keepalive 64; }
+    server {
+        listen 127.0.0.1:18280;
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://app;
+        }
+    }
+    server {
+        listen 127.0.0.1:18281;
+        location / {
+            mirror /mirror;
+            mirror_request_body on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://app;
+        }
+        location = /mirror {
+            internal;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://shadow\$request_uri;
+        }
+    }
+}
+CONF
+cat > "$dir/spoe.conf" <<'SPOE'
+[mirror]
+spoe-agent mirror
+    messages mirror
+    use-backend agents
+    timeout hello 500ms
+    timeout idle 30s
+    timeout processing 100ms
+spoe-message mirror
+    args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body
+    event on-frontend-http-request
+SPOE
+sed 's/use-backend agents/use-backend agents2/' "$dir/spoe.conf" > "$dir/spoe2.conf"
+sed 's/use-backend agents/use-backend agents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
+{
+    cat <<CFG
+global
+    nbthread 1
+    tune.bufsize 16384
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+backend app
+    http-reuse always
+    server app 127.0.0.1:18282
+backend agents
+    mode tcp
+    server a 127.0.0.1:18290
+backend agents2
+    mode tcp
+    server a 127.0.0.1:18291
+backend agents_ack
+    mode tcp
+    server a 127.0.0.1:18292
+frontend plain
+    bind 127.0.0.1:18284
+    default_backend app
+CFG
+    for f in "mirrored 18285 spoe.conf" "mirrored2 18286 spoe2.conf" "acked 18287 spoe-ack.conf"; do
+        read -r name port conf <<<"$f"
+        printf 'frontend %s\n    bind 127.0.0.1:%s\n    option http-buffer-request\n    filter spoe engine mirror config %s\n    default_backend app\n' \
+            "$name" "$port" "$dir/$conf"
+    done
+} > "$dir/haproxy.cfg"
+"$haproxy" -f "$dir/backends.cfg" -db >"$dir/backends.log" 2>&1 & pids+=($!)
+"$haproxy" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 & pids+=($!)
+"$nginx" -p "$dir/nginx" -c "$dir/nginx/nginx.conf" >"$dir/nginx.log" 2>&1 & pids+=($!)
+args2=${MIRROR_ARGS2:---pipeline 16}
+"$mirror" --threads 1 --listen 127.0.0.1:18290 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18293 --log-level warn & pids+=($!)
+# shellcheck disable=SC2086
+"$mirror" --threads 1 --listen 127.0.0.1:18291 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18294 --log-level warn $args2 & pids+=($!)
+"$root/target/release/ack-agent" 127.0.0.1:18292 & pids+=($!)
+sleep 1
+echo "$("$haproxy" -v | head -n 1); $("$nginx" -v 2>&1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for p in 18280 18281 18284 18285 18286 18287; do
+    curl -sf -o /dev/null "http://127.0.0.1:$p/warm" || { echo "set-up on port $p does not answer" >&2; cat "$dir"/*.log "$dir/nginx/logs/error.log" >&2; exit 1; }
+done
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
+run() { # name port
+    local out rps p99 non2xx
+    out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+    printf '  %-44s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+    echo "$rps" >> "$dir/$2.rps"
+}
+rounds=${ROUNDS:-3}
+echo "wrk -t1 -c32 -d${secs}s per set-up, $rounds interleaved rounds:"
+for r in $(seq "$rounds"); do
+    echo "round $r"
+    run "N.   nginx proxy" 18280
+    run "NM.  nginx proxy + mirror module" 18281
+    run "H.   HAProxy proxy" 18284
+    run "HM.  HAProxy + spop-mirror" 18285
+    run "HM2. HAProxy + spop-mirror $args2" 18286
+    run "HE.  HAProxy + ACK-only agent (ceiling)" 18287
+done
+sleep 1
+target='{target="http://127.0.0.1:18283/",class="2xx"}'
+echo "mirrored (2xx from the shadow) / received: HM $(metric 18293 "spop_mirror_requests_mirrored_total$target") / $(metric 18293 spop_mirror_requests_received_total), HM2 $(metric 18294 "spop_mirror_requests_mirrored_total$target") / $(metric 18294 spop_mirror_requests_received_total)"
+paste "$dir/18280.rps" "$dir/18281.rps" "$dir/18284.rps" "$dir/18285.rps" "$dir/18286.rps" "$dir/18287.rps" | awk '
+    function median(v, n,   i, j, t) {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    { nm[NR] = $2 / $1; hm[NR] = $4 / $3; x[NR] = $4 / $2; x2[NR] = $5 / $2; e[NR] = $6 / $2; h[NR] = $3 / $1
+      printf "round %d: NM/N %.2f; HM/H %.2f; HM/NM %.2fx; HM2/NM %.2fx; HE/NM %.2fx; H/N %.2f\n", NR, nm[NR], hm[NR], x[NR], x2[NR], e[NR], h[NR] }
+    END { printf "median: nginx mirroring keeps %.0f%% of plain nginx; HAProxy + spop-mirror keeps %.0f%% of plain HAProxy; HM is %.2fx nginx mirroring, HM2 %.2fx, the ACK-only ceiling %.2fx (plain HAProxy / plain nginx %.2f)\n",
+              100 * median(nm, NR), 100 * median(hm, NR), median(x, NR), median(x2, NR), median(e, NR), median(h, NR) }'
