@@ -250,6 +250,23 @@ pub async fn run(
         cfg.restart_only(),
     ));
     tracing::info!(listen = %cfg.listen, tls = cfg.tls_cert.is_some(), targets = ?target_names, metrics = ?bound.metrics, "spop-mirror started");
+    if cfg.compare > 0.0 {
+        let roles: Vec<String> = mirror
+            .target_set()
+            .targets
+            .iter()
+            .filter_map(|t| t.role.map(|r| format!("{}={}", t.name, r.label())))
+            .collect();
+        tracing::info!(
+            share = cfg.compare,
+            message = %cfg.compare_message,
+            var = %cfg.compare_var,
+            instance = cfg.instance,
+            roles = ?roles,
+            log = ?cfg.compare_log,
+            "comparing answers"
+        );
+    }
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
