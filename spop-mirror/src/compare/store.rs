@@ -336,6 +336,11 @@ impl Store {
     /// An answer nobody awaits gives [`Event::Unmatched`] and is dropped; one
     /// too large on its own, [`Event::TooLarge`]. Making room for a kept
     /// answer may evict older entries.
+    ///
+    /// The comparisons run inside this call ([`compare`]: parsing up to
+    /// three bodies as JSON), so a caller holding a lock around the store
+    /// holds it for that long; the cost is bounded by the body limit and
+    /// [`json::MAX_NODES`](super::json::MAX_NODES).
     pub fn answer(
         &mut self,
         id: &[u8],
