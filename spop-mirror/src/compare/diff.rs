@@ -35,7 +35,9 @@ use super::{cut, Answer, Difference, Field, Report, Settings, ABSENT};
 ///   the bodies were not compared as JSON, and one of them looked like JSON
 ///   (a content-type containing `json`, or a body starting with `{` or `[`
 ///   after white space) — so that HTML or images under the default
-///   `json = true` are not counted as fallbacks.
+///   `json = true` are not counted as fallbacks — and at least one body is
+///   not empty (a 204 or a HEAD answer with a JSON content-type is no
+///   fallback).
 /// - **Noise**: with a baseline, the same comparison is made between
 ///   production and the baseline; a field in both lists is noise: it goes to
 ///   [`Report::noise`] and not to [`Report::differences`]. Nothing else is
@@ -348,7 +350,8 @@ fn body<'a>(
         }));
         return;
     }
-    if a.looks_json || b.looks_json {
+    let empty = a.answer.body.is_empty() && b.answer.body.is_empty();
+    if (a.looks_json || b.looks_json) && !empty {
         *json_fallback = true;
     }
     if !bytes_equal(a.answer, b.answer) {
@@ -625,6 +628,10 @@ mod tests {
         let p = answer(200, &[JSON], "oops");
         let r = compare(&s, &p, &p.clone(), None);
         assert!(r.is_equal() && r.json_fallback);
+        // Two empty bodies are no fallback, whatever their content-type.
+        let p = answer(204, &[JSON], "");
+        let r = compare(&s, &p, &p.clone(), None);
+        assert!(r.is_equal() && !r.json_fallback);
         // Top-level scalars are JSON.
         let r = diff("1", "2", false, false, &s);
         assert_eq!(r.differences, vec![d(j("$"), "1", "2")]);

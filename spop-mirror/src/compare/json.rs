@@ -19,7 +19,8 @@
 //!
 //! The work is bounded whatever the input: below [`MAX_DEPTH`] levels, or
 //! once [`MAX_NODES`] nodes have been visited, subtrees are compared as
-//! wholes and a difference is reported at the subtree's path. (serde_json's
+//! wholes and a difference is reported at the subtree's path (ignore
+//! patterns deeper than that subtree are then not applied). (serde_json's
 //! parser refuses documents nested deeper than 128 levels, so whole-subtree
 //! equality recurses at most that deep.)
 

@@ -28,6 +28,10 @@ use serde::Serialize;
 use super::store::Event;
 
 /// Where and how much to log.
+///
+/// A file removed from under the log (by hand or by another rotation tool)
+/// is started anew at the next rotation; lines written before that go to
+/// the removed file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     /// The log file; `None` for stdout (no size cap then).
@@ -297,10 +301,249 @@ impl DiffLog {
                 _ => {}
             }
         }
-        fs::rename(&path, numbered(&path, 1))?;
+        // A file removed from under us is simply started anew.
+        match fs::rename(&path, numbered(&path, 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let (f, size) = open_append(&path)?;
         self.out = Output::File(f);
         self.size = size;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+
+    use super::super::{Difference, Field, Report};
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory.
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("spop-compare-log-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn settings(path: Option<PathBuf>) -> LogSettings {
+        LogSettings {
+            path,
+            max_bytes: 0,
+            keep: 3,
+            sample: 1.0,
+            per_second: 0,
+        }
+    }
+
+    fn event(differences: Vec<Difference>) -> Event {
+        Event::Compared {
+            id: Bytes::from_static(b"id-\xff1"),
+            request: "GET /x?a=\"b\"".into(),
+            candidate: Arc::from("cand"),
+            report: Report {
+                differences,
+                noise: vec![Field::Header("x-r".into()), Field::Json("$.ts".into())],
+                truncated: true,
+                json_fallback: false,
+                omitted: 2,
+            },
+            production_latency: Duration::from_micros(1500),
+            candidate_latency: Duration::from_millis(3),
+        }
+    }
+
+    fn one() -> Event {
+        event(vec![Difference {
+            field: Field::Json("$.a[1]".into()),
+            production: "\"line\nbreak \u{1}\"".into(),
+            candidate: ABSENT_FOR_TEST.into(),
+        }])
+    }
+
+    const ABSENT_FOR_TEST: &str = super::super::ABSENT;
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 0)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(at(1_764_309_600, 123)), "2025-11-28T06:00:00.123Z");
+        assert_eq!(rfc3339(at(1_709_168_461, 9)), "2024-02-29T01:01:01.009Z");
+        assert_eq!(rfc3339(at(4_102_444_799, 999)), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn one_json_object_per_line() {
+        let d = dir("line");
+        let path = d.join("diff.log");
+        let mut log = DiffLog::open(settings(Some(path.clone()))).unwrap();
+        assert!(log.write(&one(), at(1_764_309_600, 123)).unwrap());
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert_eq!(
+            lines(&path),
+            vec![json!({
+                "ts": "2025-11-28T06:00:00.123Z",
+                "id": "id-\u{fffd}1",
+                "request": "GET /x?a=\"b\"",
+                "candidate": "cand",
+                "differences": [{"field": "json:$.a[1]", "production": "\"line\nbreak \u{1}\"", "candidate": "(absent)"}],
+                "noise": ["header:x-r", "json:$.ts"],
+                "truncated": true,
+                "json_fallback": false,
+                "omitted": 2,
+                "production_ms": 1.5,
+                "candidate_ms": 3.0,
+            })]
+        );
+        // Appends to an existing file.
+        let mut log = DiffLog::open(settings(Some(path.clone()))).unwrap();
+        assert!(log.write(&one(), at(1_764_309_600, 123)).unwrap());
+        assert_eq!(lines(&path).len(), 2);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_differing_comparisons_are_written() {
+        let d = dir("only");
+        let path = d.join("diff.log");
+        let mut log = DiffLog::open(settings(Some(path.clone()))).unwrap();
+        let now = at(1, 0);
+        let mut equal = event(vec![]);
+        if let Event::Compared { report, .. } = &mut equal {
+            report.omitted = 0;
+        }
+        assert!(!log.write(&equal, now).unwrap());
+        assert!(!log.write(&Event::Repeated, now).unwrap());
+        assert!(!log.write(&Event::Evicted, now).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        // Only omitted differences (max_differences 0): written.
+        let mut e = event(vec![]);
+        if let Event::Compared { report, .. } = &mut e {
+            report.omitted = 3;
+        }
+        assert!(log.write(&e, now).unwrap());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn rotation_keeps_files_under_the_cap() {
+        let d = dir("rotate");
+        let path = d.join("diff.log");
+        let line_len = {
+            let p = d.join("probe.log");
+            let mut log = DiffLog::open(settings(Some(p.clone()))).unwrap();
+            log.write(&one(), at(5, 0)).unwrap();
+            fs::metadata(&p).unwrap().len()
+        };
+        let max = 1000;
+        let per_file = max / line_len;
+        assert!(per_file >= 2, "{line_len}");
+        let mut s = settings(Some(path.clone()));
+        s.max_bytes = max;
+        s.keep = 2;
+        let mut log = DiffLog::open(s).unwrap();
+        let writes = 20;
+        for _ in 0..writes {
+            assert!(log.write(&one(), at(5, 0)).unwrap());
+        }
+        let size = |p: &Path| fs::metadata(p).unwrap().len();
+        let current = (writes - 1) % per_file + 1;
+        assert_eq!(size(&path), current * line_len);
+        assert_eq!(size(&numbered(&path, 1)), per_file * line_len);
+        assert_eq!(size(&numbered(&path, 2)), per_file * line_len);
+        assert!(!numbered(&path, 3).exists());
+        for p in [path.clone(), numbered(&path, 1), numbered(&path, 2)] {
+            assert!(size(&p) <= max);
+        }
+        // A line longer than the cap is not written.
+        let mut s = settings(Some(d.join("tiny.log")));
+        s.max_bytes = line_len - 1;
+        let mut log = DiffLog::open(s).unwrap();
+        assert!(!log.write(&one(), at(5, 0)).unwrap());
+        assert_eq!(size(&d.join("tiny.log")), 0);
+        // keep = 0: the file starts anew.
+        let mut s = settings(Some(d.join("nokeep.log")));
+        s.max_bytes = max;
+        s.keep = 0;
+        let mut log = DiffLog::open(s).unwrap();
+        for _ in 0..writes {
+            assert!(log.write(&one(), at(5, 0)).unwrap());
+        }
+        assert_eq!(size(&d.join("nokeep.log")), current * line_len);
+        assert!(!numbered(&d.join("nokeep.log"), 1).exists());
+        // The file removed from under the log: rotation starts a new one.
+        fs::remove_file(&path).unwrap();
+        let mut s = settings(Some(path.clone()));
+        s.max_bytes = max;
+        let mut log2 = DiffLog::open(s).unwrap();
+        fs::remove_file(&path).unwrap();
+        for _ in 0..per_file + 1 {
+            assert!(log2.write(&one(), at(5, 0)).unwrap());
+        }
+        assert_eq!(size(&path), line_len);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn sampling() {
+        let d = dir("sample");
+        let count = |sample: f64, seed: u64| {
+            let mut s = settings(Some(d.join(format!("s-{sample}-{seed}.log"))));
+            s.sample = sample;
+            let mut log = DiffLog::open(s).unwrap();
+            log.seed(seed);
+            (0..1000)
+                .filter(|_| log.write(&one(), at(7, 0)).unwrap())
+                .count()
+        };
+        assert_eq!(count(1.0, 1), 1000);
+        assert_eq!(count(0.0, 1), 0);
+        assert_eq!(count(f64::NAN, 1), 0);
+        let a = count(0.3, 42);
+        assert!((240..=360).contains(&a), "{a}");
+        assert_eq!(count(0.3, 42), a);
+        let b = count(0.3, 43);
+        assert!((240..=360).contains(&b), "{b}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn per_second_cap() {
+        let d = dir("cap");
+        let path = d.join("diff.log");
+        let mut s = settings(Some(path.clone()));
+        s.per_second = 5;
+        let mut log = DiffLog::open(s).unwrap();
+        let written = |log: &mut DiffLog, secs: u64| {
+            (0..10)
+                .filter(|i| log.write(&one(), at(secs, i * 50)).unwrap())
+                .count()
+        };
+        assert_eq!(written(&mut log, 100), 5);
+        assert_eq!(written(&mut log, 101), 5);
+        assert_eq!(written(&mut log, 101), 0);
+        assert_eq!(written(&mut log, 102), 5);
+        assert_eq!(lines(&path).len(), 15);
+        let _ = fs::remove_dir_all(&d);
     }
 }

@@ -210,7 +210,7 @@ pub struct Settings {
 
 /// The default `ignore_headers`: fields that differ between any two servers
 /// or any two answers of one server. `set-cookie` is not among them: it is
-/// compared without its expiry.
+/// compared without its expiry (add it to ignore cookies altogether).
 pub const DEFAULT_IGNORE_HEADERS: &[&str] = &[
     "date",
     "server",

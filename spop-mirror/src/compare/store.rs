@@ -336,6 +336,11 @@ impl Store {
     /// An answer nobody awaits gives [`Event::Unmatched`] and is dropped; one
     /// too large on its own, [`Event::TooLarge`]. Making room for a kept
     /// answer may evict older entries.
+    ///
+    /// The comparisons run inside this call ([`compare`]: parsing up to
+    /// three bodies as JSON), so a caller holding a lock around the store
+    /// holds it for that long; the cost is bounded by the body limit and
+    /// [`json::MAX_NODES`](super::json::MAX_NODES).
     pub fn answer(
         &mut self,
         id: &[u8],
@@ -473,4 +478,430 @@ fn settle(entry: &mut Entry, settings: &Settings, out: &mut Vec<Event>) -> usize
     }
     entry.bytes = entry.bytes.saturating_sub(freed);
     freed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Difference, Field};
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn limits(max_entries: usize, max_bytes: usize) -> Limits {
+        Limits {
+            max_entries,
+            max_bytes,
+            deadline: DEADLINE,
+        }
+    }
+
+    fn ans(status: u16, body: &str, ms: u64) -> Answer {
+        Answer {
+            status,
+            headers: vec![(
+                Bytes::from_static(b"content-type"),
+                Bytes::from_static(b"application/json"),
+            )],
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            truncated: false,
+            latency: Duration::from_millis(ms),
+        }
+    }
+
+    fn name(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn target(s: &str) -> Side {
+        Side::Target(name(s))
+    }
+
+    fn pairs(list: &[(&str, Option<&str>)]) -> Vec<(Arc<str>, Option<Arc<str>>)> {
+        list.iter().map(|(c, b)| (name(c), b.map(name))).collect()
+    }
+
+    /// Base bytes of an entry: overhead, id, request, targets.
+    fn base(id: &str, request: &str, targets: usize) -> usize {
+        ENTRY_OVERHEAD + id.len() + request.len() + targets * TARGET_OVERHEAD
+    }
+
+    struct T {
+        store: Store,
+        settings: Settings,
+        t0: Instant,
+        out: Vec<Event>,
+    }
+
+    impl T {
+        fn new(l: Limits) -> Self {
+            Self {
+                store: Store::new(l),
+                settings: Settings::default(),
+                t0: Instant::now(),
+                out: Vec::new(),
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        fn open(&mut self, id: &str, p: &[(&str, Option<&str>)], ms: u64) -> Vec<Event> {
+            let now = self.at(ms);
+            self.store.open(
+                Bytes::copy_from_slice(id.as_bytes()),
+                "GET /".to_owned(),
+                pairs(p),
+                now,
+                &mut self.out,
+            );
+            std::mem::take(&mut self.out)
+        }
+
+        fn answer(&mut self, id: &str, side: Side, a: Answer, ms: u64) -> Vec<Event> {
+            let now = self.at(ms);
+            self.store
+                .answer(id.as_bytes(), side, a, &self.settings, now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        fn expire(&mut self, ms: u64) -> Vec<Event> {
+            let now = self.at(ms);
+            self.store.expire(now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    fn compared(id: &str, candidate: &str, report: Report, p_ms: u64, c_ms: u64) -> Event {
+        Event::Compared {
+            id: Bytes::copy_from_slice(id.as_bytes()),
+            request: "GET /".into(),
+            candidate: name(candidate),
+            report,
+            production_latency: Duration::from_millis(p_ms),
+            candidate_latency: Duration::from_millis(c_ms),
+        }
+    }
+
+    fn expired(candidate: &str, missing_production: bool, missing_shadow: bool) -> Event {
+        Event::Expired {
+            candidate: Some(name(candidate)),
+            missing_production,
+            missing_shadow,
+        }
+    }
+
+    #[test]
+    fn production_and_candidate_meet() {
+        let mut t = T::new(Limits::default());
+        assert_eq!(t.open("id1", &[("c", None)], 0), vec![]);
+        assert_eq!(t.store.len(), 1);
+        assert_eq!(t.store.bytes(), base("id1", "GET /", 1));
+        assert_eq!(t.store.next_deadline(), Some(t.at(5000)));
+        let p = ans(200, r#"{"a":1}"#, 3);
+        let p_size = p.size();
+        assert_eq!(t.answer("id1", Side::Production, p, 3), vec![]);
+        assert_eq!(t.store.bytes(), base("id1", "GET /", 1) + p_size);
+        let events = t.answer("id1", target("c"), ans(200, r#"{"a":2}"#, 7), 7);
+        let report = Report {
+            differences: vec![Difference {
+                field: Field::Json("$.a".into()),
+                production: "1".into(),
+                candidate: "2".into(),
+            }],
+            ..Report::default()
+        };
+        assert_eq!(events, vec![compared("id1", "c", report, 3, 7)]);
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+        assert_eq!(t.store.next_deadline(), None);
+        // Done: a late answer is unmatched.
+        assert_eq!(
+            t.answer("id1", Side::Production, ans(200, "", 0), 8),
+            vec![Event::Unmatched {
+                side: Side::Production
+            }]
+        );
+    }
+
+    #[test]
+    fn baseline_is_awaited_and_filters_noise() {
+        let mut t = T::new(Limits::default());
+        t.open("x", &[("c", Some("b"))], 0);
+        // Candidate first, then production: still waiting for the baseline.
+        assert_eq!(
+            t.answer("x", target("c"), ans(200, r#"{"r":3,"v":2}"#, 2), 2),
+            vec![]
+        );
+        assert_eq!(
+            t.answer("x", Side::Production, ans(200, r#"{"r":1,"v":1}"#, 1), 3),
+            vec![]
+        );
+        let events = t.answer("x", target("b"), ans(200, r#"{"r":2,"v":1}"#, 4), 4);
+        let report = Report {
+            differences: vec![Difference {
+                field: Field::Json("$.v".into()),
+                production: "1".into(),
+                candidate: "2".into(),
+            }],
+            noise: vec![Field::Json("$.r".into())],
+            ..Report::default()
+        };
+        assert_eq!(events, vec![compared("x", "c", report, 1, 2)]);
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+    }
+
+    #[test]
+    fn two_candidates_share_a_baseline() {
+        let mut t = T::new(Limits::default());
+        t.open(
+            "x",
+            &[("c1", Some("b")), ("c2", Some("b")), ("c1", None)],
+            0,
+        );
+        // "c1" named twice is awaited once: 3 targets.
+        assert_eq!(t.store.bytes(), base("x", "GET /", 3));
+        t.answer("x", Side::Production, ans(200, r#""p""#, 1), 1);
+        t.answer("x", target("b"), ans(200, r#""p""#, 1), 1);
+        let c1 = ans(200, r#""p""#, 2);
+        let events = t.answer("x", target("c1"), c1, 2);
+        assert_eq!(events, vec![compared("x", "c1", Report::default(), 1, 2)]);
+        // c1's answer is dropped once compared; production's and the
+        // baseline's are kept for c2.
+        let kept = base("x", "GET /", 3) + 2 * ans(200, r#""p""#, 1).size();
+        assert_eq!(t.store.bytes(), kept);
+        assert_eq!(t.store.len(), 1);
+        // c1 again: not awaited any more.
+        assert_eq!(
+            t.answer("x", target("c1"), ans(200, r#""p""#, 2), 3),
+            vec![Event::Unmatched { side: target("c1") }]
+        );
+        let events = t.answer("x", target("c2"), ans(200, r#""q""#, 5), 5);
+        assert_eq!(events.len(), 1);
+        assert!(
+            matches!(&events[0], Event::Compared { candidate, report, .. }
+            if &**candidate == "c2" && report.differences.len() == 1)
+        );
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+    }
+
+    #[test]
+    fn expiry_says_which_half_is_missing() {
+        let mut t = T::new(Limits::default());
+        t.open("none", &[("c", None)], 0);
+        t.open("prod-only", &[("c", Some("b"))], 10);
+        t.open("shadow-only", &[("c", Some("b"))], 20);
+        t.open("no-baseline", &[("c", Some("b"))], 30);
+        t.open("late", &[("c", None)], 1000);
+        t.answer("prod-only", Side::Production, ans(200, "", 0), 40);
+        t.answer("shadow-only", target("c"), ans(200, "", 0), 40);
+        t.answer("shadow-only", target("b"), ans(200, "", 0), 40);
+        t.answer("no-baseline", Side::Production, ans(200, "", 0), 40);
+        t.answer("no-baseline", target("c"), ans(200, "", 0), 40);
+        assert_eq!(t.expire(4999), vec![]);
+        assert_eq!(t.store.len(), 5);
+        assert_eq!(t.expire(5000), vec![expired("c", true, true)]);
+        assert_eq!(
+            t.expire(5030),
+            vec![
+                expired("c", false, true),
+                expired("c", true, false),
+                expired("c", false, true),
+            ]
+        );
+        assert_eq!(t.store.len(), 1);
+        assert_eq!(t.store.bytes(), base("late", "GET /", 1));
+        // An answer after the deadline, before the timer ran: the entry
+        // expires first, and the answer is unmatched.
+        assert_eq!(
+            t.answer("late", Side::Production, ans(200, "", 0), 6000),
+            vec![
+                expired("c", true, true),
+                Event::Unmatched {
+                    side: Side::Production
+                }
+            ]
+        );
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+    }
+
+    #[test]
+    fn eviction_at_max_entries() {
+        let mut t = T::new(limits(2, usize::MAX));
+        t.open("a", &[("c", None)], 0);
+        t.open("b", &[("c", None)], 1);
+        assert_eq!(t.open("c", &[("c", None)], 2), vec![Event::Evicted]);
+        assert_eq!(t.store.len(), 2);
+        assert_eq!(
+            t.answer("a", Side::Production, ans(200, "", 0), 3),
+            vec![Event::Unmatched {
+                side: Side::Production
+            }]
+        );
+        assert_eq!(t.answer("b", Side::Production, ans(200, "", 0), 3), vec![]);
+        // Nothing fits at all.
+        let mut t = T::new(limits(0, usize::MAX));
+        assert_eq!(t.open("a", &[("c", None)], 0), vec![Event::Evicted]);
+        assert!(t.store.is_empty());
+    }
+
+    #[test]
+    fn eviction_at_max_bytes() {
+        let one = base("a", "GET /", 1);
+        let mut t = T::new(limits(100, 1000));
+        t.open("a", &[("c", None)], 0);
+        t.open("b", &[("c", None)], 1);
+        assert_eq!(t.store.bytes(), 2 * one);
+        // b's answer needs room: a (the oldest) goes.
+        let big = ans(200, &"x".repeat(400), 0);
+        let size = big.size();
+        assert!(2 * one + size > 1000 && one + size <= 1000);
+        assert_eq!(
+            t.answer("b", Side::Production, big, 2),
+            vec![Event::Evicted]
+        );
+        assert_eq!(t.store.len(), 1);
+        assert_eq!(t.store.bytes(), one + size);
+        // b is the oldest now, but an answer for b never evicts b itself:
+        // too large for the entry, so not kept, and b's comparison is given
+        // up.
+        assert_eq!(
+            t.answer("b", target("c"), ans(200, &"y".repeat(400), 0), 3),
+            vec![Event::TooLarge { side: target("c") }]
+        );
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+        // A request line too large on its own.
+        let mut t = T::new(limits(100, 100));
+        assert_eq!(t.open("a", &[("c", None)], 0), vec![Event::Evicted]);
+        assert!(t.store.is_empty());
+    }
+
+    #[test]
+    fn too_large_answer_gives_up_only_what_needs_it() {
+        let mut t = T::new(limits(100, 2000));
+        t.open("x", &[("c1", None), ("c2", None)], 0);
+        assert_eq!(
+            t.answer("x", target("c1"), ans(200, &"y".repeat(3000), 0), 1),
+            vec![Event::TooLarge { side: target("c1") }]
+        );
+        assert_eq!(t.store.len(), 1);
+        t.answer("x", Side::Production, ans(200, r#""p""#, 0), 2);
+        let events = t.answer("x", target("c2"), ans(200, r#""p""#, 0), 3);
+        assert_eq!(events, vec![compared("x", "c2", Report::default(), 0, 0)]);
+        assert!(t.store.is_empty());
+        // Production too large: every comparison is given up.
+        t.open("y", &[("c1", None), ("c2", None)], 10);
+        assert_eq!(
+            t.answer("y", Side::Production, ans(200, &"y".repeat(3000), 0), 11),
+            vec![Event::TooLarge {
+                side: Side::Production
+            }]
+        );
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+    }
+
+    #[test]
+    fn repeated_ids_replace_the_entry() {
+        let mut t = T::new(Limits::default());
+        t.open("r", &[("c", None)], 0);
+        t.answer("r", Side::Production, ans(200, r#""old""#, 0), 1);
+        assert_eq!(t.open("r", &[("c", None)], 2), vec![Event::Repeated]);
+        assert_eq!(t.store.len(), 1);
+        assert_eq!(t.store.bytes(), base("r", "GET /", 1));
+        // The new entry awaits production again.
+        assert_eq!(
+            t.answer("r", target("c"), ans(200, r#""new""#, 3), 3),
+            vec![]
+        );
+        let events = t.answer("r", Side::Production, ans(200, r#""new""#, 4), 4);
+        assert_eq!(events, vec![compared("r", "c", Report::default(), 4, 3)]);
+        // The old entry's deadline does not expire the new one.
+        t.open("r", &[("c", None)], 10);
+        t.open("r", &[("c", None)], 20);
+        assert_eq!(t.expire(5010), vec![]);
+        assert_eq!(t.expire(5020), vec![expired("c", true, true)]);
+    }
+
+    #[test]
+    fn unmatched_answers_are_never_kept() {
+        let mut t = T::new(Limits::default());
+        let un = |side| vec![Event::Unmatched { side }];
+        assert_eq!(
+            t.answer("nope", Side::Production, ans(200, "", 0), 0),
+            un(Side::Production)
+        );
+        t.open("x", &[("c", None)], 0);
+        assert_eq!(
+            t.answer("x", target("other"), ans(200, "", 0), 1),
+            un(target("other"))
+        );
+        assert_eq!(t.answer("x", Side::Production, ans(200, "", 0), 1), vec![]);
+        let bytes = t.store.bytes();
+        // A second answer from the same side.
+        assert_eq!(
+            t.answer("x", Side::Production, ans(200, "", 0), 1),
+            un(Side::Production)
+        );
+        assert_eq!(t.store.bytes(), bytes);
+        // No pairs: nothing opened.
+        assert_eq!(t.open("y", &[], 2), vec![]);
+        assert_eq!(
+            t.answer("y", Side::Production, ans(200, "", 0), 3),
+            un(Side::Production)
+        );
+        assert_eq!(t.store.len(), 1);
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_production_never_answers() {
+        let max_bytes = 300_000;
+        let mut t = T::new(limits(1000, max_bytes));
+        let mut evicted = 0;
+        for i in 0..100_000u64 {
+            let id = format!("id-{i}");
+            let now = i / 100; // 100 requests per ms: nothing expires.
+            for e in t.open(&id, &[("c", None)], now) {
+                assert_eq!(e, Event::Evicted);
+                evicted += 1;
+            }
+            for e in t.answer(&id, target("c"), ans(200, &"b".repeat(200), 1), now) {
+                assert_eq!(e, Event::Evicted);
+                evicted += 1;
+            }
+            assert!(t.store.len() <= 1000);
+            assert!(t.store.bytes() <= max_bytes);
+        }
+        let open = t.store.len();
+        assert_eq!(open + evicted, 100_000);
+        // Bytes bound the store before the count does here.
+        let per = base("id-99999", "GET /", 1) + ans(200, &"b".repeat(200), 1).size();
+        assert_eq!(open, max_bytes / per);
+        let events = t.expire(10_000_000);
+        assert_eq!(events.len(), open);
+        assert!(events.iter().all(|e| *e == expired("c", true, false)));
+        assert!(t.store.is_empty());
+        assert_eq!(t.store.bytes(), 0);
+    }
+
+    #[test]
+    fn kept_answers_are_compact_copies() {
+        let frame = Bytes::from(vec![b'z'; 10_000]);
+        let a = Answer {
+            status: 200,
+            headers: vec![(frame.slice(0..1), frame.slice(1..3))],
+            body: frame.slice(3..10),
+            truncated: true,
+            latency: Duration::from_millis(1),
+        };
+        let c = compact(a.clone());
+        assert_eq!(c.headers, a.headers);
+        assert_eq!(c.body, a.body);
+        assert_eq!((c.status, c.truncated, c.latency), (200, true, a.latency));
+        assert_eq!(c.size(), a.size());
+    }
 }
