@@ -1,26 +1,31 @@
-//! Comparison at run time: the sans-IO [`crate::compare::Store`] behind one
-//! lock, fed by the SPOP handler (requests chosen for comparison, and
-//! production's answers from the compare message) and by the mirror workers
-//! (the targets' answers); its events go to one consumer thread that counts
-//! them ([`crate::metrics::CompareMetrics`]) and writes the difference log
-//! ([`crate::compare::DiffLog`]), and a ticker expires entries every 100 ms.
+//! Comparison at run time: the sans-IO [`crate::compare::Store`] owned by
+//! one thread, fed through a bounded queue by the SPOP handler (requests
+//! chosen for comparison, and production's answers from the compare
+//! message) and by the mirror workers (the targets' answers). The thread
+//! also expires entries every 100 ms, counts the store's events
+//! ([`crate::metrics::CompareMetrics`]) and writes the difference log
+//! ([`crate::compare::DiffLog`]).
 //!
 //! ```text
-//!  handler: mirror msg ──draw──> lock { submit (tagged) ; store.open }   ACK set-var txn.<prefix>.compare
-//!  handler: compare msg ───────> lock { store.answer(Production) }
-//!  worker:  target's answer ───> lock { store.answer(Target(name)) }
-//!  ticker (100 ms) ────────────> lock { store.expire }
-//!                    events ───> bounded channel ──> consumer thread: metrics, NDJSON log
+//!  handler: mirror msg ──draw──> submit (tagged) ─> Open ──┐        ACK set-var txn.<prefix>.compare
+//!  handler: compare msg ──────────────────────────> Answer ─┤ bounded   ┌> store.open / answer / expire
+//!  worker:  target's answer ──────────────────────> Answer ─┴─ queue ──>┤  (the comparison runs here)
+//!                                                                        └> events: metrics, NDJSON log
 //! ```
 //!
-//! The request is queued and the entry opened under the same lock, so a
-//! target that answers at once still finds its entry open.
+//! The comparison itself (JSON diffs of bodies up to the body limit) runs
+//! on that thread: never on the SPOP thread, whose ACKs HAProxy waits for,
+//! and under no lock others wait on. Order: a request's `Open` is queued
+//! before any of its targets' answers. The handler queues it once it knows
+//! which candidates took the request, under the request's own small lock
+//! ([`CompareTag`]); a target answering sooner leaves its answer in the tag,
+//! and the handler queues it after the `Open`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -29,12 +34,13 @@ use haproxy_spop::{ArgError, DataType, Message};
 use crate::compare::{Answer, DiffLog, Event, Limits, LogSettings, Settings, Side, Store};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mirror::{Mirror, Submitted};
+use crate::mirror::{ComparePair, Mirror, Submitted};
 use crate::request::{BadMessage, MirrorRequest};
 
-/// Events waiting for the consumer thread, at most; past it they are
-/// dropped and counted (`spop_mirror_compare_events_dropped_total`).
-pub const EVENT_QUEUE: usize = 4096;
+/// Work waiting for the comparison thread, at most; past it (or past
+/// `--compare-max-bytes` of answers waiting) new work is dropped and
+/// counted (`spop_mirror_compare_queue_full_total`).
+pub const QUEUE: usize = 1024;
 
 /// How often entries past their deadline are removed.
 pub const EXPIRE_EVERY: Duration = Duration::from_millis(100);
@@ -72,17 +78,50 @@ impl Default for CompareNames {
     }
 }
 
+/// What the comparison thread is asked to do.
+enum Command {
+    /// A request chosen for comparison was queued to these candidates.
+    Open {
+        id: Bytes,
+        request: String,
+        pairs: Vec<ComparePair>,
+        arrival: Instant,
+    },
+    /// An answer (production's latency is measured by the thread, from the
+    /// request's arrival to `at`).
+    Answer {
+        id: Bytes,
+        side: Side,
+        answer: Answer,
+        settings: Arc<Settings>,
+        at: Instant,
+    },
+}
+
+/// A target's answer that came before its request's `Open` was queued.
+struct Early {
+    target: Arc<str>,
+    answer: Answer,
+    settings: Arc<Settings>,
+}
+
+#[derive(Default)]
+struct TagState {
+    /// `None` until the handler knows; then the targets whose answers are
+    /// awaited (empty: not compared).
+    expected: Option<Box<[Arc<str>]>>,
+    early: Vec<Early>,
+}
+
 /// A request chosen for comparison, as carried to the targets' workers
 /// with the queued request.
 pub struct CompareTag {
-    /// The request's unique-id.
+    /// The request's unique-id (a compact copy).
     pub id: Bytes,
     /// When the agent received the request's message (latencies are
     /// measured from it).
     pub arrival: Instant,
-    /// The targets whose answers the store awaits (set under the store's
-    /// lock, before any answer can be delivered).
-    expected: OnceLock<Box<[Arc<str>]>>,
+    state: Mutex<TagState>,
     compare: Arc<Compare>,
 }
 
@@ -90,16 +129,20 @@ impl std::fmt::Debug for CompareTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompareTag")
             .field("id_len", &self.id.len())
-            .field("expected", &self.expected.get())
             .finish_non_exhaustive()
     }
 }
 
 impl CompareTag {
-    /// Whether this target's answer is awaited.
+    fn state(&self) -> std::sync::MutexGuard<'_, TagState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this target's answer is awaited (`false` until known).
     pub fn expects(&self, target: &str) -> bool {
-        self.expected
-            .get()
+        self.state()
+            .expected
+            .as_ref()
             .is_some_and(|e| e.iter().any(|t| &**t == target))
     }
 
@@ -108,28 +151,278 @@ impl CompareTag {
         self.compare.body_limit
     }
 
-    /// Hands a target's answer to the store (nothing if it is not awaited).
-    pub fn deliver(&self, target: &Arc<str>, answer: Answer, settings: &Settings) {
-        self.compare.with_store(|store, out| {
-            if self.expects(target) {
-                store.answer(
-                    &self.id,
-                    Side::Target(Arc::clone(target)),
+    /// Hands a target's answer to the comparison (nothing if it is not
+    /// awaited).
+    pub fn deliver(&self, target: &Arc<str>, answer: Answer, settings: Arc<Settings>) {
+        let mut st = self.state();
+        match &st.expected {
+            None => st.early.push(Early {
+                target: Arc::clone(target),
+                answer,
+                settings,
+            }),
+            Some(e) if e.iter().any(|t| t == target) => {
+                self.compare.send(Command::Answer {
+                    id: self.id.clone(),
+                    side: Side::Target(Arc::clone(target)),
                     answer,
                     settings,
-                    Instant::now(),
-                    out,
-                );
+                    at: Instant::now(),
+                });
             }
-        });
+            Some(_) => {}
+        }
     }
 }
 
-struct Locked {
-    store: Store,
-    /// `None` once stopped.
-    events: Option<SyncSender<Event>>,
-    arrivals: Arrivals,
+/// The comparison's shared handle: the queue to its thread, the draw.
+pub struct Compare {
+    tx: SyncSender<Command>,
+    /// Bytes of answers waiting in the queue.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    metrics: Arc<Metrics>,
+    rng: AtomicU64,
+    body_limit: usize,
+    var: Bytes,
+    instance: u32,
+    names: CompareNames,
+}
+
+impl std::fmt::Debug for Compare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compare")
+            .field("instance", &self.instance)
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The comparison thread; [`CompareTasks::stop`] (or dropping it) ends it.
+#[derive(Debug)]
+pub struct CompareTasks {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CompareTasks {
+    /// Stops the thread (what is queued then is dropped) and waits for it,
+    /// on a blocking thread.
+    pub async fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Drop for CompareTasks {
+    /// Tells the thread to stop (it wakes at least every 100 ms).
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+impl Compare {
+    /// The comparison thread and its handle, from the configuration.
+    ///
+    /// # Errors
+    ///
+    /// The difference log cannot be opened, or the thread not started.
+    pub fn start(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Arc<Self>, CompareTasks)> {
+        let log = match &cfg.compare_log {
+            None => None,
+            Some(path) => Some(
+                DiffLog::open(LogSettings {
+                    path: (path != "-").then(|| path.into()),
+                    max_bytes: cfg.compare_log_max_bytes as u64,
+                    keep: cfg.compare_log_keep,
+                    sample: cfg.compare_log_sample,
+                    per_second: cfg.compare_log_per_second,
+                })
+                .map_err(|e| std::io::Error::new(e.kind(), format!("compare_log {path}: {e}")))?,
+            ),
+        };
+        let names = CompareNames {
+            message: cfg.compare_message.clone(),
+            id: cfg.arg_id.clone(),
+            status: cfg.compare_arg_status.clone(),
+            headers: cfg.compare_arg_hdrs.clone(),
+            body: cfg.compare_arg_body.clone(),
+            body_size: Some(cfg.compare_arg_body_size.clone()).filter(|n| !n.is_empty()),
+        };
+        let limits = Limits {
+            max_entries: cfg.compare_max_entries,
+            max_bytes: cfg.compare_max_bytes,
+            deadline: cfg.compare_deadline,
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let compare = Arc::new(Self {
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: cfg.compare_max_bytes,
+            metrics: Arc::clone(&metrics),
+            rng: AtomicU64::new(seed()),
+            body_limit: cfg.compare_body_limit,
+            var: Bytes::from(cfg.compare_var.clone()),
+            instance: cfg.instance,
+            names,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            store: Store::new(limits),
+            arrivals: Arrivals::new(limits.deadline, limits.max_entries),
+            metrics,
+            log,
+            log_warned: false,
+            compare: Arc::downgrade(&compare),
+        };
+        let thread = std::thread::Builder::new()
+            .name("spop-compare".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || worker.run(&rx, &stop)
+            })?;
+        Ok((
+            compare,
+            CompareTasks {
+                stop,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// The names of the compare message and its arguments.
+    pub const fn names(&self) -> &CompareNames {
+        &self.names
+    }
+
+    /// A uniform 64-bit draw (independent of the mirror's sampling).
+    pub fn draw(&self) -> u64 {
+        splitmix(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed))
+    }
+
+    /// The variable set in the ACK of a compared request, and its value.
+    pub fn var(&self) -> (Bytes, i64) {
+        (self.var.clone(), i64::from(self.instance))
+    }
+
+    /// Queues work for the thread; `false` (counted) when the queue is
+    /// full, or answers over `--compare-max-bytes` are waiting already.
+    fn send(&self, c: Command) -> bool {
+        let size = match &c {
+            Command::Answer { answer, .. } => answer.size(),
+            Command::Open { .. } => 0,
+        };
+        if size > 0
+            && self
+                .queued_bytes
+                .fetch_add(size, Relaxed)
+                .saturating_add(size)
+                > self.max_queued_bytes
+        {
+            self.queued_bytes.fetch_sub(size, Relaxed);
+            self.metrics.compare().queue_full();
+            return false;
+        }
+        match self.tx.try_send(c) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(size, Relaxed);
+                self.metrics.compare().queue_full();
+                false
+            }
+        }
+    }
+
+    /// Queues a request chosen for comparison (see [`Mirror::submit_compared`])
+    /// and, if at least one candidate target took it, opens its entry:
+    /// `true` then (the ACK sets the variable).
+    pub fn submit(
+        self: &Arc<Self>,
+        mirror: &Mirror,
+        req: MirrorRequest,
+        src: Option<IpAddr>,
+        id: Bytes,
+        arrival: Instant,
+    ) -> (Submitted, bool) {
+        let request = request_line(&req);
+        let tag = Arc::new(CompareTag {
+            // A compact copy: the id must not pin the frame it came in.
+            id: Bytes::copy_from_slice(&id),
+            arrival,
+            state: Mutex::new(TagState::default()),
+            compare: Arc::clone(self),
+        });
+        let (submitted, pairs) = mirror.submit_compared(req, src, Arc::clone(&tag));
+        let opened = self.open(&tag, pairs, request);
+        (submitted, opened)
+    }
+
+    /// Queues the `Open` of a request the `pairs` took (none: not
+    /// compared), then the answers that came before it; `true` if opened.
+    fn open(&self, tag: &CompareTag, pairs: Vec<ComparePair>, request: String) -> bool {
+        let mut st = tag.state();
+        let mut expected: Vec<Arc<str>> = Vec::with_capacity(pairs.len() * 2);
+        for (c, b) in &pairs {
+            expected.push(Arc::clone(c));
+            if let Some(b) = b {
+                if !expected.contains(b) {
+                    expected.push(Arc::clone(b));
+                }
+            }
+        }
+        let opened = !pairs.is_empty()
+            && self.send(Command::Open {
+                id: tag.id.clone(),
+                request,
+                pairs,
+                arrival: tag.arrival,
+            });
+        if !opened {
+            expected.clear();
+        }
+        // Answers that came first go after the Open.
+        for e in std::mem::take(&mut st.early) {
+            if expected.contains(&e.target) {
+                self.send(Command::Answer {
+                    id: tag.id.clone(),
+                    side: Side::Target(e.target),
+                    answer: e.answer,
+                    settings: e.settings,
+                    at: Instant::now(),
+                });
+            }
+        }
+        st.expected = Some(expected.into_boxed_slice());
+        drop(st);
+        if opened {
+            self.metrics.compare().opened();
+        }
+        opened
+    }
+
+    /// Reads a compare message (production's answer) and queues it for the
+    /// comparison.
+    ///
+    /// # Errors
+    ///
+    /// The kind of bad message (counted by the caller).
+    pub fn production(&self, msg: &Message<'_>, settings: Arc<Settings>) -> Result<(), BadMessage> {
+        let at = Instant::now();
+        let (id, answer) = production_answer(msg, &self.names, self.body_limit)?;
+        self.send(Command::Answer {
+            id,
+            side: Side::Production,
+            answer,
+            settings,
+            at,
+        });
+        Ok(())
+    }
 }
 
 /// When each compared request arrived, by id, for production's latency
@@ -185,285 +478,93 @@ impl Arrivals {
     }
 }
 
-/// The comparison's shared state: the store, the event channel, the draw.
-pub struct Compare {
-    locked: Mutex<Locked>,
+/// The comparison thread's state.
+struct Worker {
+    store: Store,
+    arrivals: Arrivals,
     metrics: Arc<Metrics>,
-    rng: AtomicU64,
-    body_limit: usize,
-    var: Bytes,
-    instance: u32,
-    names: CompareNames,
+    log: Option<DiffLog>,
+    log_warned: bool,
+    /// To give back the queue's byte count.
+    compare: std::sync::Weak<Compare>,
 }
 
-impl std::fmt::Debug for Compare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compare")
-            .field("instance", &self.instance)
-            .field("body_limit", &self.body_limit)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The consumer thread and the ticker; [`CompareTasks::stop`] ends them.
-#[derive(Debug)]
-pub struct CompareTasks {
-    compare: Arc<Compare>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
-    consumer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CompareTasks {
-    /// Stops the ticker, lets the consumer count and log what is queued,
-    /// and waits for it (on a blocking thread).
-    pub async fn stop(mut self) {
-        let consumer = self.consumer.take();
-        drop(self);
-        if let Some(c) = consumer {
-            let _ = tokio::task::spawn_blocking(move || c.join()).await;
-        }
-    }
-}
-
-impl Drop for CompareTasks {
-    /// Stops the ticker and closes the event channel: the consumer thread
-    /// ends once it has handled what is queued.
-    fn drop(&mut self) {
-        if let Some(t) = self.ticker.take() {
-            t.abort();
-        }
-        self.compare
-            .locked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .events = None;
-    }
-}
-
-impl Compare {
-    /// The store and the consumer thread, from the configuration; the
-    /// ticker runs on the current tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// The difference log cannot be opened, or the thread not started.
-    pub fn start(
-        cfg: &Config,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Arc<Self>, CompareTasks)> {
-        let log = match &cfg.compare_log {
-            None => None,
-            Some(path) => Some(
-                DiffLog::open(LogSettings {
-                    path: (path != "-").then(|| path.into()),
-                    max_bytes: cfg.compare_log_max_bytes as u64,
-                    keep: cfg.compare_log_keep,
-                    sample: cfg.compare_log_sample,
-                    per_second: cfg.compare_log_per_second,
-                })
-                .map_err(|e| std::io::Error::new(e.kind(), format!("compare_log {path}: {e}")))?,
-            ),
-        };
-        let names = CompareNames {
-            message: cfg.compare_message.clone(),
-            id: cfg.arg_id.clone(),
-            status: cfg.compare_arg_status.clone(),
-            headers: cfg.compare_arg_hdrs.clone(),
-            body: cfg.compare_arg_body.clone(),
-            body_size: Some(cfg.compare_arg_body_size.clone()).filter(|n| !n.is_empty()),
-        };
-        let limits = Limits {
-            max_entries: cfg.compare_max_entries,
-            max_bytes: cfg.compare_max_bytes,
-            deadline: cfg.compare_deadline,
-        };
-        Self::start_with(limits, cfg, names, log, metrics)
-    }
-
-    fn start_with(
-        limits: Limits,
-        cfg: &Config,
-        names: CompareNames,
-        log: Option<DiffLog>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Arc<Self>, CompareTasks)> {
-        let (tx, rx) = sync_channel(EVENT_QUEUE);
-        let compare = Arc::new(Self {
-            locked: Mutex::new(Locked {
-                arrivals: Arrivals::new(limits.deadline, limits.max_entries),
-                store: Store::new(limits),
-                events: Some(tx),
-            }),
-            metrics: Arc::clone(&metrics),
-            rng: AtomicU64::new(seed()),
-            body_limit: cfg.compare_body_limit,
-            var: Bytes::from(cfg.compare_var.clone()),
-            instance: cfg.instance,
-            names,
-        });
-        let consumer = std::thread::Builder::new()
-            .name("spop-compare".into())
-            .spawn(move || consume(&rx, &metrics, log))?;
-        let ticker = tokio::spawn(tick(Arc::clone(&compare)));
-        Ok((
-            Arc::clone(&compare),
-            CompareTasks {
-                compare,
-                ticker: Some(ticker),
-                consumer: Some(consumer),
-            },
-        ))
-    }
-
-    /// The names of the compare message and its arguments.
-    pub const fn names(&self) -> &CompareNames {
-        &self.names
-    }
-
-    /// A uniform 64-bit draw (independent of the mirror's sampling).
-    pub fn draw(&self) -> u64 {
-        splitmix(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed))
-    }
-
-    /// The variable set in the ACK of a compared request, and its value.
-    pub fn var(&self) -> (Bytes, i64) {
-        (self.var.clone(), i64::from(self.instance))
-    }
-
-    /// Runs `f` on the store under its lock, then sends the events it made.
-    fn with_store<T>(&self, f: impl FnOnce(&mut Store, &mut Vec<Event>) -> T) -> T {
-        self.with_locked(|l, out| f(&mut l.store, out))
-    }
-
-    /// Runs `f` on the store and arrivals under their lock, then sends the
-    /// events it made.
-    fn with_locked<T>(&self, f: impl FnOnce(&mut Locked, &mut Vec<Event>) -> T) -> T {
+impl Worker {
+    /// Takes work until `stop` (checked at least every [`EXPIRE_EVERY`]),
+    /// or until every handle is gone.
+    fn run(mut self, rx: &Receiver<Command>, stop: &AtomicBool) {
         let mut out = Vec::new();
-        // The store is sans-IO and does not panic; a poisoned lock still
-        // holds a usable store.
-        let mut l = self
-            .locked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let r = f(&mut l, &mut out);
-        self.metrics.compare().store(l.store.len(), l.store.bytes());
-        for e in out {
-            match &l.events {
-                Some(tx) => match tx.try_send(e) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                        self.metrics.compare().event_dropped();
-                    }
-                },
-                None => self.metrics.compare().event_dropped(),
+        let mut last_expiry = Instant::now();
+        while !stop.load(Relaxed) {
+            match rx.recv_timeout(EXPIRE_EVERY) {
+                Ok(c) => self.handle(c, &mut out),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-        }
-        r
-    }
-
-    /// Queues a request chosen for comparison (see [`Mirror::submit_compared`])
-    /// and, if at least one candidate target took it, opens its entry:
-    /// `true` then (the ACK sets the variable). Both happen under the
-    /// store's lock, so no answer can come before the entry is open.
-    pub fn submit(
-        self: &Arc<Self>,
-        mirror: &Mirror,
-        req: MirrorRequest,
-        src: Option<IpAddr>,
-        id: Bytes,
-        arrival: Instant,
-    ) -> (Submitted, bool) {
-        let line = request_line(&req);
-        // A compact copy: the id must not pin the NOTIFY frame it came in.
-        let id = Bytes::copy_from_slice(&id);
-        let tag = Arc::new(CompareTag {
-            id: id.clone(),
-            arrival,
-            expected: OnceLock::new(),
-            compare: Arc::clone(self),
-        });
-        let (submitted, opened) = self.with_locked(|l, out| {
-            let (submitted, pairs) = mirror.submit_compared(req, src, Arc::clone(&tag));
-            if pairs.is_empty() {
-                return (submitted, false);
-            }
-            let mut expected: Vec<Arc<str>> = Vec::with_capacity(pairs.len() * 2);
-            for (c, b) in &pairs {
-                expected.push(Arc::clone(c));
-                if let Some(b) = b {
-                    if !expected.contains(b) {
-                        expected.push(Arc::clone(b));
-                    }
-                }
-            }
-            let _ = tag.expected.set(expected.into_boxed_slice());
-            l.arrivals.insert(id.clone(), arrival);
-            l.store.open(id, line, pairs, arrival, out);
-            (submitted, true)
-        });
-        if opened {
-            self.metrics.compare().opened();
-        }
-        (submitted, opened)
-    }
-
-    /// Reads a compare message (production's answer) and hands it to the
-    /// store.
-    ///
-    /// # Errors
-    ///
-    /// The kind of bad message (counted by the caller).
-    pub fn production(&self, msg: &Message<'_>, settings: &Settings) -> Result<(), BadMessage> {
-        let now = Instant::now();
-        let (id, mut answer) = production_answer(msg, &self.names, self.body_limit)?;
-        self.with_locked(|l, out| {
-            answer.latency = l
-                .arrivals
-                .take(&id)
-                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-            l.store
-                .answer(&id, Side::Production, answer, settings, now, out);
-        });
-        Ok(())
-    }
-
-    /// Removes the entries past their deadline.
-    fn expire(&self) {
-        self.with_locked(|l, out| {
             let now = Instant::now();
-            l.store.expire(now, out);
-            l.arrivals.expire(now);
-        });
-    }
-}
-
-/// Counts and logs the store's events until the channel closes.
-fn consume(rx: &Receiver<Event>, metrics: &Metrics, mut log: Option<DiffLog>) {
-    let mut warned = false;
-    while let Ok(e) = rx.recv() {
-        metrics.compare().event(&e);
-        let Some(l) = log.as_mut() else { continue };
-        if let Event::Compared { report, .. } = &e {
-            if report.is_equal() {
-                continue;
+            if now.saturating_duration_since(last_expiry) >= EXPIRE_EVERY {
+                last_expiry = now;
+                self.store.expire(now, &mut out);
+                self.arrivals.expire(now);
             }
-            if let Err(err) = l.write(&e, SystemTime::now()) {
-                if !warned {
-                    warned = true;
-                    tracing::warn!(error = %err, "cannot write the compare log (logged once)");
+            self.events(&mut out);
+        }
+    }
+
+    fn handle(&mut self, c: Command, out: &mut Vec<Event>) {
+        let now = Instant::now();
+        match c {
+            Command::Open {
+                id,
+                request,
+                pairs,
+                arrival,
+            } => {
+                self.arrivals.insert(id.clone(), arrival);
+                self.store.open(id, request, pairs, now, out);
+            }
+            Command::Answer {
+                id,
+                side,
+                mut answer,
+                settings,
+                at,
+            } => {
+                if let Some(c) = self.compare.upgrade() {
+                    c.queued_bytes.fetch_sub(answer.size(), Relaxed);
                 }
+                if side == Side::Production {
+                    answer.latency = self
+                        .arrivals
+                        .take(&id)
+                        .map_or(Duration::ZERO, |a| at.saturating_duration_since(a));
+                }
+                self.store.answer(&id, side, answer, &settings, now, out);
             }
         }
     }
-}
 
-/// Expires entries every [`EXPIRE_EVERY`] until aborted.
-async fn tick(compare: Arc<Compare>) {
-    let mut every = tokio::time::interval(EXPIRE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        compare.expire();
+    /// Counts and logs the store's events.
+    fn events(&mut self, out: &mut Vec<Event>) {
+        let cm = self.metrics.compare();
+        cm.store(self.store.len(), self.store.bytes());
+        for e in out.drain(..) {
+            cm.event(&e);
+            let Some(log) = self.log.as_mut() else {
+                continue;
+            };
+            if let Event::Compared { report, .. } = &e {
+                if report.is_equal() {
+                    continue;
+                }
+                if let Err(err) = log.write(&e, SystemTime::now()) {
+                    if !self.log_warned {
+                        self.log_warned = true;
+                        tracing::warn!(error = %err, "cannot write the compare log (logged once)");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -824,13 +925,63 @@ mod tests {
         mirror.reload(crate::policy::TargetSet::build(&load("role = \"candidate\""), 2).unwrap());
         let (s, opened) = compare.submit(&mirror, req(), None, id, Instant::now());
         assert_eq!((s, opened), (Submitted::Queued(1), true), "a candidate now");
-        assert_eq!(metrics.compare().open_now(), 1);
         assert_eq!(metrics.compare().opened_total(), 1);
+        // The thread opens it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.compare().open_now() != 1 {
+            assert!(Instant::now() < deadline, "not opened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         mirror.close();
         tasks.stop().await;
         drop(l);
         assert!(workers.drain(Duration::from_secs(5)).await);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A target answering before the handler has queued the request's
+    /// `Open` still meets production: its answer waits in the tag and goes
+    /// after the `Open`. A target the entry does not await is left out.
+    #[tokio::test]
+    async fn an_answer_before_the_open_is_kept_in_order() {
+        let cfg = Config::load(["spop-mirror", "--target", "http://127.0.0.1:9"]).unwrap();
+        let metrics = Metrics::new(Vec::<String>::new());
+        let (compare, tasks) = Compare::start(&cfg, Arc::clone(&metrics)).unwrap();
+        let tag = CompareTag {
+            id: Bytes::from_static(b"early"),
+            arrival: Instant::now(),
+            state: Mutex::new(TagState::default()),
+            compare: Arc::clone(&compare),
+        };
+        let answer = |status| Answer {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            truncated: false,
+            latency: Duration::from_millis(1),
+        };
+        let settings = Arc::new(Settings::default());
+        let cand: Arc<str> = Arc::from("cand");
+        tag.deliver(&cand, answer(503), Arc::clone(&settings));
+        tag.deliver(&Arc::from("other"), answer(200), Arc::clone(&settings));
+        assert!(!tag.expects("cand"), "not known yet");
+        assert!(compare.open(&tag, vec![(Arc::clone(&cand), None)], "GET /".into()));
+        assert!(tag.expects("cand") && !tag.expects("other"));
+        compare.send(Command::Answer {
+            id: tag.id.clone(),
+            side: Side::Production,
+            answer: answer(200),
+            settings,
+            at: Instant::now(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.compare().compared("cand", "different") != 1 {
+            assert!(Instant::now() < deadline, "not compared");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(metrics.compare().differences("cand", "status"), 1);
+        assert_eq!(compare.queued_bytes.load(Relaxed), 0, "given back");
+        tasks.stop().await;
     }
 
     #[test]

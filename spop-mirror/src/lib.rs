@@ -95,7 +95,7 @@ pub fn handler(
                 .filter(|c| msg.name() == c.names().message.as_bytes())
             {
                 let settings = mirror.target_set().compare.clone();
-                if let Err(kind) = c.production(&msg, &settings) {
+                if let Err(kind) = c.production(&msg, settings) {
                     if mirror.metrics().compare().bad_message(kind) {
                         tracing::warn!(
                             kind = kind.label(),

@@ -348,7 +348,7 @@ pub struct CompareMetrics {
     truncated: Counter,
     json_fallback: Counter,
     opened: Counter,
-    events_dropped: Counter,
+    queue_full: Counter,
     bad: [Counter; BadMessage::ALL.len()],
     bad_logged: [AtomicBool; BadMessage::ALL.len()],
     open: Gauge,
@@ -441,9 +441,9 @@ impl CompareMetrics {
             "spop_mirror_compare_opened",
             "requests chosen for comparison and queued to a candidate",
         );
-        let events_dropped = one(
-            "spop_mirror_compare_events_dropped",
-            "comparison results not counted or logged because their queue was full",
+        let queue_full = one(
+            "spop_mirror_compare_queue_full",
+            "comparison work (a request to open, an answer) dropped because the comparison thread's queue was full",
         );
         let bad_family = Counters::default();
         registry.register(
@@ -486,7 +486,7 @@ impl CompareMetrics {
             truncated,
             json_fallback,
             opened,
-            events_dropped,
+            queue_full,
             bad,
             bad_logged: Default::default(),
             open,
@@ -604,9 +604,9 @@ impl CompareMetrics {
         self.opened.inc();
     }
 
-    /// Counts an event lost because the consumer's queue was full.
-    pub fn event_dropped(&self) {
-        self.events_dropped.inc();
+    /// Counts work dropped because the comparison thread's queue was full.
+    pub fn queue_full(&self) {
+        self.queue_full.inc();
     }
 
     /// The store's size now.
@@ -1148,7 +1148,7 @@ mod tests {
             cm.event(&e);
         }
         cm.opened();
-        cm.event_dropped();
+        cm.queue_full();
         cm.store(3, 4096);
         assert!(cm.bad_message(BadMessage::MissingArg));
         assert!(!cm.bad_message(BadMessage::MissingArg));
@@ -1174,7 +1174,7 @@ mod tests {
             "spop_mirror_compare_truncated_total 3",
             "spop_mirror_compare_json_fallback_total 0",
             "spop_mirror_compare_opened_total 1",
-            "spop_mirror_compare_events_dropped_total 1",
+            "spop_mirror_compare_queue_full_total 1",
             "spop_mirror_compare_bad_messages_total{kind=\"missing_argument\"} 2",
             "spop_mirror_compare_open 3",
             "spop_mirror_compare_bytes 4096",

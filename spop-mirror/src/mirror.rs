@@ -1023,7 +1023,7 @@ async fn send(
             let answer = crate::comparing::read_answer(resp, tag.body_limit(), tag.arrival).await?;
             tm.response(status, start.elapsed());
             let settings = Arc::clone(&inner.live.load().set.compare);
-            tag.deliver(&t.name, answer, &settings);
+            tag.deliver(&t.name, answer, settings);
             return Ok(None);
         }
         // Read the answer to its end (keeps the connection reusable), keep nothing.
