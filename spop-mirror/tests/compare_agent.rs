@@ -471,3 +471,87 @@ async fn equal_answers_and_requests_not_compared() {
     m.stop().await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A burst of compared requests (1 000, 64 in flight on one connection,
+/// each followed by production's answer): every opened comparison ends
+/// compared or expired, and the store empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_fully_accounted_for() {
+    let candidate = Answering::start(
+        200,
+        &[("content-type", "application/json"), ("x-version", "1")],
+        PRODUCTION_BODY,
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("spop-mirror-cmp-burst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("m.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "compare = 100\ncompare_deadline = \"1s\"\n[[target]]\nurl = \"{}\"\nname = \"next\"\nrole = \"candidate\"\n",
+            candidate.url()
+        ),
+    )
+    .unwrap();
+    let mut m = Mirror::start(&["--config", cfg.to_str().unwrap()]).await;
+    let mut client = connect(m.spop).await;
+    let total = 1000u64;
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < 2 * total {
+        while sent < 2 * total && sent - acked < 64 {
+            let i = sent / 2;
+            let n = if sent % 2 == 0 {
+                mirror_message(Some(&format!("b-{i}")), "/burst")
+            } else {
+                compare_message(
+                    &format!("b-{i}"),
+                    200,
+                    &[("content-type", "application/json"), ("x-version", "1")],
+                    PRODUCTION_BODY,
+                )
+            };
+            sent += 1;
+            client
+                .feed(haproxy_spop::Frame::notify(sent, 1, n))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(matches!(f.body, FrameBody::Ack(_)), "{f:?}");
+        acked += 1;
+    }
+    wait_metric(&m, "spop_mirror_compare_open", 0.0).await;
+    let opened = m.metric("spop_mirror_compare_opened_total").await;
+    let equal = m
+        .metric("spop_mirror_compare_total{target=\"next\",result=\"equal\"}")
+        .await;
+    let different = m
+        .metric("spop_mirror_compare_total{target=\"next\",result=\"different\"}")
+        .await;
+    let mut expired = 0.0;
+    for missing in ["production", "shadow", "both"] {
+        expired += m
+            .metric(&format!(
+                "spop_mirror_compare_expired_total{{missing=\"{missing}\"}}"
+            ))
+            .await;
+    }
+    let evicted = m.metric("spop_mirror_compare_evicted_total").await;
+    eprintln!("burst: opened {opened}, equal {equal}, expired {expired}, evicted {evicted}");
+    assert!(opened > 0.0);
+    assert_eq!(different, 0.0);
+    assert_eq!(
+        equal + expired + evicted,
+        opened,
+        "{equal} {expired} {evicted} {opened}"
+    );
+    assert_eq!(m.metric("spop_mirror_compare_bytes").await, 0.0);
+    m.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
