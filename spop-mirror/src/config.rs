@@ -1713,9 +1713,10 @@ tls_insecure = true
             .ignore_headers
             .ends_with(&["x-build".into(), "x-trace-*".into()]));
         assert!(!s.json);
+        // No target with a role: nothing is compared.
         let set = crate::policy::TargetSet::build(&c, 1).unwrap();
-        assert!(set.compares(0));
-        assert!(!set.compares(u64::MAX - 1));
+        assert_eq!(set.compare_threshold, None);
+        assert!(!set.compares(0));
         // 100 % compares every draw; replacing the list drops the defaults.
         let c = Config::load([
             "spop-mirror",
@@ -1727,9 +1728,6 @@ tls_insecure = true
             "x-only",
         ])
         .unwrap();
-        assert!(crate::policy::TargetSet::build(&c, 1)
-            .unwrap()
-            .compares(u64::MAX));
         assert_eq!(c.compare_settings().ignore_headers, ["x-only"]);
         for bad in [
             vec!["--compare", "101"],
@@ -1845,6 +1843,10 @@ url = "http://127.0.0.1:1"
         );
         let set = crate::policy::TargetSet::build(&c, 1).unwrap();
         assert!(set.has_roles());
+        // 10 %.
+        assert!(set.compares(0));
+        assert!(set.compares(u64::MAX / 10 - 1000));
+        assert!(!set.compares(u64::MAX / 10 + 1000));
         assert_eq!(set.targets[1].role, Some(Role::Candidate));
         assert_eq!(set.targets[1].baseline.as_deref(), Some("prod-copy"));
         assert_eq!(set.targets[3].role, None);

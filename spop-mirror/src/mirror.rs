@@ -300,7 +300,8 @@ impl Mirror {
         let comparing = tag.is_some();
         let req = (!over_budget).then(|| Queued::new(req, size, m, tag));
         let mut queued = 0;
-        // With a tag: the targets with a role that queued it.
+        // With a tag: the targets that queued it (their roles are looked
+        // at once, after).
         let mut roles: Vec<&Target> = Vec::new();
         let mut first_drop = None;
         for (i, t) in live.targets.iter().enumerate() {

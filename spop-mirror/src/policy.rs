@@ -85,7 +85,8 @@ pub struct TargetSet {
     /// Bytes queued, all targets together.
     pub max_queued_bytes: usize,
     /// The share of requests compared (`--compare`) as a hash threshold:
-    /// a draw below it is compared; `None`: comparison off.
+    /// a draw below it is compared; `None`: comparison off (0 %, or no
+    /// target has a role).
     pub compare_threshold: Option<u64>,
     /// How answers are compared.
     pub compare: Arc<crate::compare::Settings>,
@@ -110,6 +111,7 @@ impl TargetSet {
         if targets.is_empty() {
             return Err("no target".to_owned());
         }
+        let has_roles = targets.iter().any(|t| t.role.is_some());
         Ok(Self {
             generation,
             loaded_at: SystemTime::now(),
@@ -117,7 +119,7 @@ impl TargetSet {
             loop_marker: crate::config::parse_loop_header(&cfg.loop_header)?,
             send_truncated: cfg.send_truncated,
             max_queued_bytes: cfg.max_queued_bytes,
-            compare_threshold: (cfg.compare > 0.0).then(|| {
+            compare_threshold: (cfg.compare > 0.0 && has_roles).then(|| {
                 if cfg.compare >= 100.0 {
                     u64::MAX
                 } else {

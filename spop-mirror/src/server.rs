@@ -128,7 +128,7 @@ pub async fn run(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let target_names: Vec<String> = set.targets.iter().map(|t| t.name.clone()).collect();
     let metrics = Metrics::new(target_names.iter().cloned());
-    if set.compare_threshold.is_some() && !set.has_roles() {
+    if cfg.compare > 0.0 && !set.has_roles() {
         tracing::warn!(
             "--compare is set but no target has role = \"candidate\": nothing is compared"
         );
