@@ -31,7 +31,8 @@ use serde::Deserialize;
 /// HAProxy's SPOE filter sends one `mirror` message per request (method,
 /// URL, version, headers, body); spop-mirror answers at once and replays the
 /// request to every target in the background, never slowing production
-/// traffic. Answers from targets are read and discarded.
+/// traffic. Answers from targets are read and discarded, except those of
+/// targets with a comparison role (`--compare`), compared with production's.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None, args_override_self = true)]
 pub struct Config {
@@ -309,6 +310,140 @@ pub struct Config {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 
+    /// Share of requests whose answers are compared, in percent (0 to 100,
+    /// decimals allowed), drawn independently of `--sample`: a request is
+    /// compared when it is chosen here and queued to at least one target
+    /// with `role = "candidate"`. Comparing costs HAProxy a second message
+    /// and a buffered response, so it is usually a small share. 0: off.
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT", value_parser = parse_percent)]
+    pub compare: f64,
+
+    /// The SPOE message carrying production's response
+    /// (`spoe-message <name>`, sent from `http-response` rules).
+    #[arg(long, default_value = "compare", value_name = "NAME")]
+    pub compare_message: String,
+
+    /// Argument carrying the request's `unique-id`, in the mirror message
+    /// and in the compare message (both need it to meet).
+    #[arg(long, default_value = "id", value_name = "NAME")]
+    pub arg_id: String,
+
+    /// The compare message's argument carrying the status (`status`).
+    #[arg(long, default_value = "status", value_name = "NAME")]
+    pub compare_arg_status: String,
+
+    /// The compare message's argument carrying the headers (`res.hdrs_bin`).
+    #[arg(long, default_value = "hdrs", value_name = "NAME")]
+    pub compare_arg_hdrs: String,
+
+    /// The compare message's argument carrying the body (`res.body`).
+    #[arg(long, default_value = "body", value_name = "NAME")]
+    pub compare_arg_body: String,
+
+    /// The compare message's argument carrying the body's true size
+    /// (`res.body_size`), optional: a body shorter than it was cut short by
+    /// HAProxy (marked truncated). Without it, only a Content-Length larger
+    /// than the body marks truncation.
+    #[arg(long, default_value = "body_size", value_name = "NAME")]
+    pub compare_arg_body_size: String,
+
+    /// The transaction variable set in the ACK of a request chosen for
+    /// comparison (HAProxy names it `txn.<var-prefix>.<name>`); the
+    /// `http-response` rules send the compare message only when it is set.
+    #[arg(long, default_value = "compare", value_name = "NAME")]
+    pub compare_var: String,
+
+    /// The value (an integer, 1 or more) put in `--compare-var`: this
+    /// instance's number, when several spop-mirror instances serve one
+    /// HAProxy.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub instance: u32,
+
+    /// Time the answers of a compared request are awaited (production's
+    /// and every target's), from the request's arrival; past it the entry
+    /// is dropped and counted as expired.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub compare_deadline: Duration,
+
+    /// Compared requests awaiting their answers, at most; past it the
+    /// oldest is dropped (counted as evicted).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub compare_max_entries: usize,
+
+    /// Bytes of answers kept while awaiting the other half, at most; past
+    /// it the oldest entries are dropped (counted as evicted).
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub compare_max_bytes: usize,
+
+    /// Bytes of a body kept for comparison (production's and the
+    /// targets'); the rest is read and discarded, and the answers are
+    /// compared by what was kept (marked truncated).
+    #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub compare_body_limit: usize,
+
+    /// A response header left out of comparisons (may repeat, or a comma
+    /// list; a trailing `*` matches a prefix: `x-request-*`). Replaces the
+    /// built-in list; `default` stands for it (Date, Server, request and
+    /// trace ids, Age, Expires, Last-Modified, ETag, Content-Length,
+    /// hop-by-hop headers...), so `default,x-build` adds one.
+    #[arg(
+        long = "compare-ignore-header",
+        visible_alias = "compare-ignore-headers",
+        default_value = "default",
+        value_delimiter = ',',
+        value_name = "NAME",
+        value_parser = parse_ignore_header
+    )]
+    pub compare_ignore_headers: Vec<String>,
+
+    /// A JSON path left out of body comparisons (may repeat), e.g.
+    /// `$.meta.generated_at`; `[*]` matches any index: `$.items[*].ts`.
+    #[arg(
+        long = "compare-ignore-path",
+        visible_alias = "compare-ignore-paths",
+        value_name = "PATH",
+        value_parser = parse_json_path
+    )]
+    pub compare_ignore_paths: Vec<String>,
+
+    /// Compare JSON bodies structurally (a difference is named by its JSON
+    /// path); bodies that do not both parse are compared by digest.
+    /// `--compare-json false`: always by digest.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub compare_json: bool,
+
+    /// Write the differences found, one JSON object per line, to this file
+    /// (`-`: standard output). Default: not written (metrics only).
+    #[arg(long, value_name = "PATH|-")]
+    pub compare_log: Option<String>,
+
+    /// The difference log's size at most; past it the file is rotated
+    /// (`file` becomes `file.1`, and so on).
+    #[arg(long, default_value = "100MB", value_name = "SIZE", value_parser = parse_size)]
+    pub compare_log_max_bytes: usize,
+
+    /// Rotated difference logs kept (`file.1` to `file.N`).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub compare_log_keep: usize,
+
+    /// Share (0 to 1) of the requests with differences that are logged.
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub compare_log_sample: f64,
+
+    /// Difference log lines written per second at most.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub compare_log_per_second: u32,
+
+    /// The target's part in comparisons (set per `[[target]]` table by
+    /// `role`; see [`Role`]).
+    #[arg(skip)]
+    pub role: Option<Role>,
+
+    /// The baseline paired with a candidate target (its `baseline` key: a
+    /// target name).
+    #[arg(skip)]
+    pub baseline: Option<String>,
+
     /// Run the SPOP side on the mirroring runtime instead of a thread of its
     /// own: no thread wakes another per request (the least CPU per mirrored
     /// request), but mirroring then competes with reading NOTIFYs, and on a
@@ -350,6 +485,31 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A target's part in comparisons (`role` in a `[[target]]` table); a
+/// target without one is a plain mirror (its answers are read and
+/// discarded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Its answers are compared with production's; differences are
+    /// reported against it.
+    Candidate,
+    /// It runs the same version as production: a field that differs
+    /// between production and it is noise, not reported against the
+    /// candidate paired with it (`baseline = "<name>"`).
+    Baseline,
+}
+
+impl Role {
+    /// The role's name, as written in the file.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Candidate => "candidate",
+            Self::Baseline => "baseline",
+        }
+    }
 }
 
 /// The key sticky sampling hashes.
@@ -420,6 +580,39 @@ fn check_percent(v: f64) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} is not between 0 and 100"))
+    }
+}
+
+/// An ignored response header: a name, `name*` (a prefix), or `default`
+/// (the built-in list); lowercased. An empty one is ignored.
+fn parse_ignore_header(s: &str) -> Result<String, String> {
+    let h = s.trim().to_ascii_lowercase();
+    let name = h.strip_suffix('*').unwrap_or(&h);
+    if !name.is_empty() && h != "default" {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("bad header name {s:?}: {e}"))?;
+    }
+    Ok(h)
+}
+
+/// An ignored JSON path pattern (`$.items[*].ts`, `$["odd key"].*`).
+fn parse_json_path(s: &str) -> Result<String, String> {
+    let p = s.trim();
+    crate::compare::json::PathPattern::parse(p)
+        .map(|_| p.to_owned())
+        .map_err(|e| format!("{s:?} is not a JSON path such as `$.items[*].ts`: {e}"))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    check_fraction(v)
+}
+
+fn check_fraction(v: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
     }
 }
 
@@ -535,6 +728,15 @@ pub enum FileDuration {
     Secs(f64),
     /// `250ms`...
     Text(String),
+}
+
+impl FileSize {
+    fn get(&self) -> Result<usize, String> {
+        match self {
+            Self::Bytes(b) => usize::try_from(*b).map_err(|e| e.to_string()),
+            Self::Text(t) => parse_size(t),
+        }
+    }
 }
 
 impl FileDuration {
@@ -675,6 +877,11 @@ pub struct TargetTable {
     pub url: String,
     /// Its name in metrics labels and logs (default: the URL).
     pub name: Option<String>,
+    /// Its part in comparisons (default: none, a plain mirror).
+    pub role: Option<Role>,
+    /// On a candidate: the name of its baseline target (which must have
+    /// `role = "baseline"`).
+    pub baseline: Option<String>,
     /// Its own settings.
     #[serde(flatten)]
     pub settings: TargetSettings,
@@ -713,6 +920,29 @@ pub struct FileConfig {
     pub watch_config: Option<bool>,
     pub pipeline: Option<usize>,
     pub shared_runtime: Option<bool>,
+    pub compare: Option<f64>,
+    pub compare_message: Option<String>,
+    pub arg_id: Option<String>,
+    pub compare_arg_status: Option<String>,
+    pub compare_arg_hdrs: Option<String>,
+    pub compare_arg_body: Option<String>,
+    pub compare_arg_body_size: Option<String>,
+    pub compare_var: Option<String>,
+    pub instance: Option<u32>,
+    pub compare_deadline: Option<FileDuration>,
+    pub compare_max_entries: Option<usize>,
+    pub compare_max_bytes: Option<FileSize>,
+    pub compare_body_limit: Option<FileSize>,
+    #[serde(alias = "compare_ignore_header")]
+    pub compare_ignore_headers: Option<Vec<String>>,
+    #[serde(alias = "compare_ignore_path")]
+    pub compare_ignore_paths: Option<Vec<String>>,
+    pub compare_json: Option<bool>,
+    pub compare_log: Option<String>,
+    pub compare_log_max_bytes: Option<FileSize>,
+    pub compare_log_keep: Option<usize>,
+    pub compare_log_sample: Option<f64>,
+    pub compare_log_per_second: Option<u32>,
     /// `[[target]]` tables, or (the older form) a list of URLs.
     pub target: Option<toml::Value>,
     /// Every target's defaults.
@@ -817,6 +1047,8 @@ impl FileConfig {
                     toml::Value::String(url) => TargetTable {
                         url,
                         name: None,
+                        role: None,
+                        baseline: None,
                         settings: TargetSettings::default(),
                         unknown: toml::Table::new(),
                     },
@@ -861,10 +1093,7 @@ impl FileConfig {
             drain_timeout => FileDuration::get,
             threads => |v: &usize| Ok(Some(*v)),
             max_connections,
-            max_queued_bytes => |v: &FileSize| match v {
-                FileSize::Bytes(b) => usize::try_from(*b).map_err(|e| e.to_string()),
-                FileSize::Text(t) => parse_size(t),
-            },
+            max_queued_bytes => FileSize::get,
             send_truncated,
             loop_header => |v: &LoopHeader| match v {
                 LoopHeader::Header(h) => parse_loop_header(h).map(|_| h.clone()),
@@ -877,9 +1106,70 @@ impl FileConfig {
             watch_config,
             pipeline,
             shared_runtime,
+            compare => |v: &f64| check_percent(*v),
+            compare_message,
+            arg_id,
+            compare_arg_status,
+            compare_arg_hdrs,
+            compare_arg_body,
+            compare_arg_body_size,
+            compare_var,
+            instance => |v: &u32| if *v >= 1 { Ok(*v) } else { Err("at least 1".to_owned()) },
+            compare_deadline => FileDuration::get,
+            compare_max_entries,
+            compare_max_bytes => FileSize::get,
+            compare_body_limit => FileSize::get,
+            compare_ignore_headers => |v: &Vec<String>| each(v, parse_ignore_header),
+            compare_ignore_paths => |v: &Vec<String>| each(v, parse_json_path),
+            compare_json,
+            compare_log => |v: &String| Ok(Some(v.clone())),
+            compare_log_max_bytes => FileSize::get,
+            compare_log_keep,
+            compare_log_sample => |v: &f64| check_fraction(*v),
+            compare_log_per_second,
         );
         self.settings.apply(c, skip)
     }
+}
+
+/// The rules of `role` and `baseline` (targets from
+/// [`Config::resolved_targets`], in order, the file's tables first).
+fn check_roles(targets: &[(String, Uri, Config)]) -> Result<(), String> {
+    for (i, (name, _, c)) in targets.iter().enumerate() {
+        let at = format!("target {} ({name})", i + 1);
+        if let Some(role) = c.role {
+            if c.pipeline > 0 {
+                return Err(format!(
+                    "{at}: role = \"{}\" cannot be used with pipeline = {} (the pipelined \
+                     path does not read answers); set pipeline = 0 or remove the role",
+                    role.label(),
+                    c.pipeline
+                ));
+            }
+        }
+        let Some(baseline) = &c.baseline else {
+            continue;
+        };
+        if c.role != Some(Role::Candidate) {
+            return Err(format!(
+                "{at}: baseline: only a target with role = \"candidate\" has a baseline"
+            ));
+        }
+        match targets.iter().find(|(n, _, _)| n == baseline) {
+            None => {
+                return Err(format!(
+                    "{at}: baseline: no target named {baseline:?} (targets are named by `name`, or by their URL)"
+                ))
+            }
+            Some((_, _, b)) if b.role != Some(Role::Baseline) => {
+                return Err(format!(
+                    "{at}: baseline: target {baseline:?} does not have role = \"baseline\""
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Why the configuration could not be read.
@@ -984,6 +1274,29 @@ impl Config {
             ("tls_client_ca", format!("{:?}", self.tls_client_ca)),
             ("watch_config", self.watch_config.to_string()),
             ("shared_runtime", self.shared_runtime.to_string()),
+            ("compare_message", self.compare_message.clone()),
+            ("arg_id", self.arg_id.clone()),
+            ("compare_arg_status", self.compare_arg_status.clone()),
+            ("compare_arg_hdrs", self.compare_arg_hdrs.clone()),
+            ("compare_arg_body", self.compare_arg_body.clone()),
+            ("compare_arg_body_size", self.compare_arg_body_size.clone()),
+            ("compare_var", self.compare_var.clone()),
+            ("instance", self.instance.to_string()),
+            ("compare_deadline", format!("{:?}", self.compare_deadline)),
+            ("compare_max_entries", self.compare_max_entries.to_string()),
+            ("compare_max_bytes", self.compare_max_bytes.to_string()),
+            ("compare_body_limit", self.compare_body_limit.to_string()),
+            ("compare_log", format!("{:?}", self.compare_log)),
+            (
+                "compare_log_max_bytes",
+                self.compare_log_max_bytes.to_string(),
+            ),
+            ("compare_log_keep", self.compare_log_keep.to_string()),
+            ("compare_log_sample", self.compare_log_sample.to_string()),
+            (
+                "compare_log_per_second",
+                self.compare_log_per_second.to_string(),
+            ),
         ]
     }
 
@@ -1002,6 +1315,8 @@ impl Config {
             t.settings
                 .apply(&mut c, &|_| false)
                 .map_err(|e| format!("target {} ({}): {e}", i + 1, t.url))?;
+            c.role = t.role;
+            c.baseline.clone_from(&t.baseline);
             out.push((t.name.clone().unwrap_or_else(|| uri.to_string()), uri, c));
         }
         for uri in &self.targets {
@@ -1015,7 +1330,31 @@ impl Config {
                 return Err(format!("two targets named {name:?}: give one a `name`"));
             }
         }
+        check_roles(&out)?;
         Ok(out)
+    }
+
+    /// The comparison settings (ignore lists, JSON), for the comparison
+    /// engine ([`crate::compare`]): `default` in the ignored headers stands
+    /// for the built-in list.
+    pub fn compare_settings(&self) -> crate::compare::Settings {
+        let defaults = crate::compare::Settings::default();
+        let mut ignore_headers: Vec<String> = Vec::new();
+        for h in &self.compare_ignore_headers {
+            if h == "default" {
+                ignore_headers.extend(defaults.ignore_headers.iter().cloned());
+            } else if !h.is_empty() {
+                ignore_headers.push(h.clone());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        ignore_headers.retain(|h| seen.insert(h.clone()));
+        crate::compare::Settings {
+            ignore_headers,
+            ignore_paths: self.compare_ignore_paths.clone(),
+            json: self.compare_json,
+            ..defaults
+        }
     }
 }
 
@@ -1250,6 +1589,359 @@ tls_insecure = true
             let e = from_file("bad", text, &[]).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn compare_defaults() {
+        let c = Config::load(["spop-mirror", "--target", "http://x"]).unwrap();
+        assert_eq!(c.compare, 0.0);
+        assert_eq!(c.compare_message, "compare");
+        assert_eq!(c.arg_id, "id");
+        assert_eq!(
+            (
+                c.compare_arg_status.as_str(),
+                c.compare_arg_hdrs.as_str(),
+                c.compare_arg_body.as_str(),
+                c.compare_arg_body_size.as_str()
+            ),
+            ("status", "hdrs", "body", "body_size")
+        );
+        assert_eq!(c.compare_var, "compare");
+        assert_eq!(c.instance, 1);
+        assert_eq!(c.compare_deadline, Duration::from_secs(5));
+        assert_eq!(c.compare_max_entries, 10_000);
+        assert_eq!(c.compare_max_bytes, 64 << 20);
+        assert_eq!(c.compare_body_limit, 64 << 10);
+        assert_eq!(c.compare_ignore_headers, ["default"]);
+        assert!(c.compare_ignore_paths.is_empty());
+        assert!(c.compare_json);
+        assert_eq!(c.compare_log, None);
+        assert_eq!(c.compare_log_max_bytes, 100_000_000);
+        assert_eq!(c.compare_log_keep, 3);
+        assert_eq!(c.compare_log_sample, 1.0);
+        assert_eq!(c.compare_log_per_second, 100);
+        assert_eq!(c.role, None);
+        let s = c.compare_settings();
+        assert_eq!(s, crate::compare::Settings::default());
+        let set = crate::policy::TargetSet::build(&c, 1).unwrap();
+        assert_eq!(set.compare_threshold, None);
+        assert!(!set.compares(0));
+        assert!(!set.has_roles());
+    }
+
+    #[test]
+    fn compare_flags() {
+        let c = Config::load([
+            "spop-mirror",
+            "--target",
+            "http://x",
+            "--compare",
+            "12.5",
+            "--compare-message",
+            "cmp",
+            "--arg-id",
+            "uid",
+            "--compare-arg-status",
+            "st",
+            "--compare-arg-hdrs",
+            "h",
+            "--compare-arg-body",
+            "b",
+            "--compare-arg-body-size",
+            "",
+            "--compare-var",
+            "cmpvar",
+            "--instance",
+            "3",
+            "--compare-deadline",
+            "1500ms",
+            "--compare-max-entries",
+            "50",
+            "--compare-max-bytes",
+            "1MiB",
+            "--compare-body-limit",
+            "1kB",
+            "--compare-ignore-headers",
+            "default,X-Build",
+            "--compare-ignore-header",
+            "x-trace-*",
+            "--compare-ignore-path",
+            "$.items[*].ts",
+            "--compare-ignore-paths",
+            "$.meta",
+            "--compare-json",
+            "false",
+            "--compare-log",
+            "-",
+            "--compare-log-max-bytes",
+            "1MB",
+            "--compare-log-keep",
+            "0",
+            "--compare-log-sample",
+            "0.25",
+            "--compare-log-per-second",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(c.compare, 12.5);
+        assert_eq!(c.compare_message, "cmp");
+        assert_eq!(c.arg_id, "uid");
+        assert_eq!(c.compare_arg_status, "st");
+        assert_eq!(c.compare_arg_hdrs, "h");
+        assert_eq!(c.compare_arg_body, "b");
+        assert_eq!(c.compare_arg_body_size, "");
+        assert_eq!(c.compare_var, "cmpvar");
+        assert_eq!(c.instance, 3);
+        assert_eq!(c.compare_deadline, Duration::from_millis(1500));
+        assert_eq!(c.compare_max_entries, 50);
+        assert_eq!(c.compare_max_bytes, 1 << 20);
+        assert_eq!(c.compare_body_limit, 1000);
+        assert_eq!(
+            c.compare_ignore_headers,
+            ["default", "x-build", "x-trace-*"]
+        );
+        assert_eq!(c.compare_ignore_paths, ["$.items[*].ts", "$.meta"]);
+        assert!(!c.compare_json);
+        assert_eq!(c.compare_log.as_deref(), Some("-"));
+        assert_eq!(c.compare_log_max_bytes, 1_000_000);
+        assert_eq!(c.compare_log_keep, 0);
+        assert_eq!(c.compare_log_sample, 0.25);
+        assert_eq!(c.compare_log_per_second, 7);
+        let s = c.compare_settings();
+        assert!(s.ignore_headers.iter().any(|h| h == "date"), "default kept");
+        assert!(s
+            .ignore_headers
+            .ends_with(&["x-build".into(), "x-trace-*".into()]));
+        assert!(!s.json);
+        // No target with a role: nothing is compared.
+        let set = crate::policy::TargetSet::build(&c, 1).unwrap();
+        assert_eq!(set.compare_threshold, None);
+        assert!(!set.compares(0));
+        // 100 % compares every draw; replacing the list drops the defaults.
+        let c = Config::load([
+            "spop-mirror",
+            "--target",
+            "http://x",
+            "--compare",
+            "100",
+            "--compare-ignore-header",
+            "x-only",
+        ])
+        .unwrap();
+        assert_eq!(c.compare_settings().ignore_headers, ["x-only"]);
+        for bad in [
+            vec!["--compare", "101"],
+            vec!["--compare", "-1"],
+            vec!["--instance", "0"],
+            vec!["--instance", "x"],
+            vec!["--compare-log-sample", "1.5"],
+            vec!["--compare-ignore-header", "bad name"],
+            vec!["--compare-ignore-path", "items.ts"],
+            vec!["--compare-ignore-path", "$.a["],
+            vec!["--compare-json", "maybe"],
+            vec!["--compare-deadline", "soon"],
+            vec!["--compare-body-limit", "big"],
+        ] {
+            let args = ["spop-mirror", "--target", "http://x"]
+                .into_iter()
+                .chain(bad.iter().copied());
+            assert!(Config::load(args).is_err(), "{bad:?}");
+        }
+    }
+
+    const ROLES: &str = r#"
+compare = 10
+[[target]]
+url = "http://127.0.0.1:1"
+name = "prod-copy"
+role = "baseline"
+
+[[target]]
+url = "http://127.0.0.1:2"
+name = "next"
+role = "candidate"
+baseline = "prod-copy"
+
+[[target]]
+url = "http://127.0.0.1:3"
+name = "lone"
+role = "candidate"
+
+[[target]]
+url = "http://127.0.0.1:4"
+name = "plain"
+"#;
+
+    #[test]
+    fn compare_file_keys_and_roles() {
+        let c = from_file(
+            "cmpkeys",
+            r#"
+compare = 2.5
+compare-message = "cmp"
+arg_id = "uid"
+compare_arg_status = "st"
+compare_arg_hdrs = "h"
+compare_arg_body = "b"
+compare_arg_body_size = "bs"
+compare_var = "v"
+instance = 2
+compare_deadline = "2s"
+compare_max_entries = 9
+compare_max_bytes = "2MiB"
+compare_body_limit = 4096
+compare_ignore_headers = ["default", "X-Build"]
+compare_ignore_paths = ["$.ts"]
+compare_json = false
+compare_log = "/tmp/diffs.ndjson"
+compare_log_max_bytes = "10MB"
+compare_log_keep = 5
+compare_log_sample = 0.5
+compare_log_per_second = 20
+[[target]]
+url = "http://127.0.0.1:1"
+"#,
+            &["--compare", "3", "--instance", "4"],
+        )
+        .unwrap();
+        assert_eq!(c.compare, 3.0, "the flag wins over the file");
+        assert_eq!(c.instance, 4, "the flag wins over the file");
+        assert_eq!(c.compare_message, "cmp");
+        assert_eq!(c.arg_id, "uid");
+        assert_eq!(c.compare_arg_status, "st");
+        assert_eq!(c.compare_arg_hdrs, "h");
+        assert_eq!(c.compare_arg_body, "b");
+        assert_eq!(c.compare_arg_body_size, "bs");
+        assert_eq!(c.compare_var, "v");
+        assert_eq!(c.compare_deadline, Duration::from_secs(2));
+        assert_eq!(c.compare_max_entries, 9);
+        assert_eq!(c.compare_max_bytes, 2 << 20);
+        assert_eq!(c.compare_body_limit, 4096);
+        assert_eq!(c.compare_ignore_headers, ["default", "x-build"]);
+        assert_eq!(c.compare_ignore_paths, ["$.ts"]);
+        assert!(!c.compare_json);
+        assert_eq!(c.compare_log.as_deref(), Some("/tmp/diffs.ndjson"));
+        assert_eq!(c.compare_log_max_bytes, 10_000_000);
+        assert_eq!(c.compare_log_keep, 5);
+        assert_eq!(c.compare_log_sample, 0.5);
+        assert_eq!(c.compare_log_per_second, 20);
+
+        let c = from_file("roles", ROLES, &[]).unwrap();
+        let t = c.resolved_targets().unwrap();
+        let roles: Vec<_> = t
+            .iter()
+            .map(|(n, _, c)| (n.as_str(), c.role, c.baseline.as_deref()))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("prod-copy", Some(Role::Baseline), None),
+                ("next", Some(Role::Candidate), Some("prod-copy")),
+                ("lone", Some(Role::Candidate), None),
+                ("plain", None, None),
+            ]
+        );
+        let set = crate::policy::TargetSet::build(&c, 1).unwrap();
+        assert!(set.has_roles());
+        // 10 %.
+        assert!(set.compares(0));
+        assert!(set.compares(u64::MAX / 10 - 1000));
+        assert!(!set.compares(u64::MAX / 10 + 1000));
+        assert_eq!(set.targets[1].role, Some(Role::Candidate));
+        assert_eq!(set.targets[1].baseline.as_deref(), Some("prod-copy"));
+        assert_eq!(set.targets[3].role, None);
+        // A --target flag is a plain mirror.
+        let c = from_file("roles2", ROLES, &["--target", "http://127.0.0.1:5"]).unwrap();
+        assert_eq!(c.resolved_targets().unwrap()[4].2.role, None);
+    }
+
+    #[test]
+    fn bad_roles_are_refused_naming_the_key() {
+        let with = |extra: &str| format!("{ROLES}{extra}");
+        for (text, extra, want) in [
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"candidate\"\nbaseline = \"nope\"\n"),
+                vec![],
+                "target 5 (http://127.0.0.1:6/): baseline: no target named \"nope\"",
+            ),
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"candidate\"\nbaseline = \"plain\"\n"),
+                vec![],
+                "baseline: target \"plain\" does not have role = \"baseline\"",
+            ),
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"candidate\"\nbaseline = \"lone\"\n"),
+                vec![],
+                "baseline: target \"lone\" does not have role = \"baseline\"",
+            ),
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nbaseline = \"prod-copy\"\n"),
+                vec![],
+                "baseline: only a target with role = \"candidate\" has a baseline",
+            ),
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"baseline\"\nbaseline = \"prod-copy\"\n"),
+                vec![],
+                "baseline: only a target with role = \"candidate\" has a baseline",
+            ),
+            (
+                with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"shadow\"\n"),
+                vec![],
+                "role:",
+            ),
+            (
+                ROLES.to_owned(),
+                vec!["--pipeline", "4"],
+                "target 1 (prod-copy): role = \"baseline\" cannot be used with pipeline = 4",
+            ),
+            (
+                format!("pipeline = 2\n{ROLES}"),
+                vec![],
+                "target 1 (prod-copy): role = \"baseline\" cannot be used with pipeline = 2",
+            ),
+            ("compare = 150\n[[target]]\nurl = \"http://x\"\n".to_owned(), vec![], "compare:"),
+            ("instance = 0\n[[target]]\nurl = \"http://x\"\n".to_owned(), vec![], "instance:"),
+            (
+                "compare_log_sample = 2\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_log_sample:",
+            ),
+            (
+                "compare_ignore_headers = [\"a b\"]\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_ignore_headers:",
+            ),
+            (
+                "compare_ignore_paths = [\"a.b\"]\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_ignore_paths:",
+            ),
+            (
+                "compare_deadline = \"later\"\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_deadline:",
+            ),
+            (
+                "compare_max_bytes = \"lots\"\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_max_bytes:",
+            ),
+            (
+                "compare_json = \"yes\"\n[[target]]\nurl = \"http://x\"\n".to_owned(),
+                vec![],
+                "compare_json",
+            ),
+        ] {
+            let e = from_file("badroles", &text, &extra).unwrap_err();
+            assert!(e.contains(want), "{text:?} {extra:?}: {e}");
+        }
+        // Pipelining without roles is fine.
+        from_file(
+            "pipe",
+            "pipeline = 4\n[[target]]\nurl = \"http://x\"\n",
+            &[],
+        )
+        .unwrap();
     }
 
     /// The example file documents every setting at its default: loading it

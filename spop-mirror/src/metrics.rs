@@ -5,8 +5,9 @@
 //! that scrapes see them from the start; a counter bump on the request path
 //! is one atomic add on a handle kept by the target (no label lookup).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -325,6 +326,343 @@ impl TargetMetrics {
     }
 }
 
+/// Distinct `field` labels shown in the comparison's families; past it, a
+/// new one is counted as `other` (JSON paths come from the data).
+pub const MAX_FIELD_LABELS: usize = 200;
+
+/// The comparison's figures (see [`crate::compare`]).
+#[derive(Debug)]
+pub struct CompareMetrics {
+    compared: Counters,
+    differences: Counters,
+    noise: Counters,
+    latency: Histograms,
+    /// production, shadow, both.
+    expired: [Counter; 3],
+    /// production, shadow.
+    unmatched: [Counter; 2],
+    /// production, shadow.
+    too_large: [Counter; 2],
+    repeated: Counter,
+    evicted: Counter,
+    truncated: Counter,
+    json_fallback: Counter,
+    opened: Counter,
+    queue_full: Counter,
+    bad: [Counter; BadMessage::ALL.len()],
+    bad_logged: [AtomicBool; BadMessage::ALL.len()],
+    open: Gauge,
+    bytes: Gauge,
+    /// The `field` labels in use (at most [`MAX_FIELD_LABELS`]).
+    fields: Mutex<HashSet<String>>,
+}
+
+impl CompareMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let compared = Counters::default();
+        registry.register(
+            "spop_mirror_compare",
+            "compared requests by candidate target and result (equal, different)",
+            compared.clone(),
+        );
+        let differences = Counters::default();
+        registry.register(
+            "spop_mirror_compare_differences",
+            "differences reported against a candidate, by field (status, header:NAME, body, json:PATH; past 200 distinct fields: other)",
+            differences.clone(),
+        );
+        let noise = Counters::default();
+        registry.register(
+            "spop_mirror_compare_noise",
+            "differences not reported because production and the baseline differ there too, by field",
+            noise.clone(),
+        );
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "spop_mirror_compare_latency_seconds",
+            "time from the request's arrival at the agent to its answer, production's and the candidate's, of compared requests",
+            latency.clone(),
+        );
+        let expired_family = Counters::default();
+        registry.register(
+            "spop_mirror_compare_expired",
+            "compared requests dropped at the deadline, by the half missing (production, shadow, both)",
+            expired_family.clone(),
+        );
+        let expired = ["production", "shadow", "both"].map(|m| {
+            expired_family
+                .get_or_create(&vec![("missing", m.to_owned())])
+                .clone()
+        });
+        let unmatched_family = Counters::default();
+        registry.register(
+            "spop_mirror_compare_unmatched",
+            "answers for no open comparison (never opened, already done, expired or evicted), by side",
+            unmatched_family.clone(),
+        );
+        let unmatched = ["production", "shadow"].map(|m| {
+            unmatched_family
+                .get_or_create(&vec![("side", m.to_owned())])
+                .clone()
+        });
+        let too_large_family = Counters::default();
+        registry.register(
+            "spop_mirror_compare_too_large",
+            "answers over compare-max-bytes on their own (not kept; their comparisons given up), by side",
+            too_large_family.clone(),
+        );
+        let too_large = ["production", "shadow"].map(|m| {
+            too_large_family
+                .get_or_create(&vec![("side", m.to_owned())])
+                .clone()
+        });
+        let mut one = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let repeated = one(
+            "spop_mirror_compare_repeated",
+            "unique-ids opened again while open (the older entry is dropped)",
+        );
+        let evicted = one(
+            "spop_mirror_compare_evicted",
+            "entries dropped because the store was full (compare-max-entries, compare-max-bytes)",
+        );
+        let truncated = one(
+            "spop_mirror_compare_truncated",
+            "comparisons where a body was cut (compared by what arrived)",
+        );
+        let json_fallback = one(
+            "spop_mirror_compare_json_fallback",
+            "JSON comparisons where a body was not JSON (compared by digest)",
+        );
+        let opened = one(
+            "spop_mirror_compare_opened",
+            "requests chosen for comparison and queued to a candidate",
+        );
+        let queue_full = one(
+            "spop_mirror_compare_queue_full",
+            "comparison work (a request to open, an answer) dropped because the comparison thread's queue was full",
+        );
+        let bad_family = Counters::default();
+        registry.register(
+            "spop_mirror_compare_bad_messages",
+            "compare messages that could not be read, by kind",
+            bad_family.clone(),
+        );
+        let bad = std::array::from_fn(|i| {
+            BadMessage::ALL
+                .get(i)
+                .map(|k| {
+                    bad_family
+                        .get_or_create(&vec![("kind", k.label().to_owned())])
+                        .clone()
+                })
+                .unwrap_or_default()
+        });
+        let open = Gauge::default();
+        registry.register(
+            "spop_mirror_compare_open",
+            "compared requests awaiting answers",
+            open.clone(),
+        );
+        let bytes = Gauge::default();
+        registry.register(
+            "spop_mirror_compare_bytes",
+            "bytes of answers kept awaiting the other half",
+            bytes.clone(),
+        );
+        Self {
+            compared,
+            differences,
+            noise,
+            latency,
+            expired,
+            unmatched,
+            too_large,
+            repeated,
+            evicted,
+            truncated,
+            json_fallback,
+            opened,
+            queue_full,
+            bad,
+            bad_logged: Default::default(),
+            open,
+            bytes,
+            fields: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label of a field: itself while fewer than [`MAX_FIELD_LABELS`]
+    /// are in use, else `other`.
+    fn field(&self, label: String) -> String {
+        let Ok(mut seen) = self.fields.lock() else {
+            return "other".to_owned();
+        };
+        if seen.contains(&label) {
+            return label;
+        }
+        if seen.len() < MAX_FIELD_LABELS {
+            seen.insert(label.clone());
+            return label;
+        }
+        "other".to_owned()
+    }
+
+    /// Makes a candidate's `spop_mirror_compare_total` series (at zero).
+    pub fn candidate(&self, target: &str) {
+        for result in ["equal", "different"] {
+            let _ = self.compared.get_or_create(&with(target, "result", result));
+        }
+    }
+
+    /// Counts one event of the store.
+    pub fn event(&self, e: &crate::compare::Event) {
+        use crate::compare::{Event, Side};
+        match e {
+            Event::Compared {
+                candidate,
+                report,
+                production_latency,
+                candidate_latency,
+                ..
+            } => {
+                let target: &str = candidate;
+                let result = if report.is_equal() {
+                    "equal"
+                } else {
+                    "different"
+                };
+                self.compared
+                    .get_or_create(&with(target, "result", result))
+                    .inc();
+                for d in &report.differences {
+                    let field = self.field(d.field.label());
+                    self.differences
+                        .get_or_create(&with(target, "field", &field))
+                        .inc();
+                }
+                for n in &report.noise {
+                    let field = self.field(n.label());
+                    self.noise
+                        .get_or_create(&with(target, "field", &field))
+                        .inc();
+                }
+                if report.truncated {
+                    self.truncated.inc();
+                }
+                if report.json_fallback {
+                    self.json_fallback.inc();
+                }
+                self.latency
+                    .get_or_create(&with(target, "side", "production"))
+                    .observe(production_latency.as_secs_f64());
+                self.latency
+                    .get_or_create(&with(target, "side", "candidate"))
+                    .observe(candidate_latency.as_secs_f64());
+            }
+            Event::Expired {
+                missing_production,
+                missing_shadow,
+                ..
+            } => {
+                let i = match (missing_production, missing_shadow) {
+                    (true, true) => 2,
+                    (true, false) => 0,
+                    (false, true) => 1,
+                    (false, false) => return,
+                };
+                if let Some(c) = self.expired.get(i) {
+                    c.inc();
+                }
+            }
+            Event::Unmatched { side } => {
+                let i = usize::from(!matches!(side, Side::Production));
+                if let Some(c) = self.unmatched.get(i) {
+                    c.inc();
+                }
+            }
+            Event::TooLarge { side } => {
+                let i = usize::from(!matches!(side, Side::Production));
+                if let Some(c) = self.too_large.get(i) {
+                    c.inc();
+                }
+            }
+            Event::Repeated => {
+                self.repeated.inc();
+            }
+            Event::Evicted => {
+                self.evicted.inc();
+            }
+        }
+    }
+
+    /// Counts a request chosen for comparison (the store opened it).
+    pub fn opened(&self) {
+        self.opened.inc();
+    }
+
+    /// Counts work dropped because the comparison thread's queue was full.
+    pub fn queue_full(&self) {
+        self.queue_full.inc();
+    }
+
+    /// The store's size now.
+    pub fn store(&self, entries: usize, bytes: usize) {
+        self.open.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a bad compare message; `true` the first time this kind is
+    /// seen (log it then).
+    pub fn bad_message(&self, kind: BadMessage) -> bool {
+        let i = BadMessage::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        if let Some(c) = self.bad.get(i) {
+            c.inc();
+        }
+        self.bad_logged
+            .get(i)
+            .is_some_and(|l| !l.swap(true, Relaxed))
+    }
+
+    /// Compared requests of this candidate with this result (`equal`,
+    /// `different`).
+    pub fn compared(&self, target: &str, result: &str) -> u64 {
+        self.compared
+            .get_or_create(&with(target, "result", result))
+            .get()
+    }
+
+    /// Differences of this candidate in this field (its label).
+    pub fn differences(&self, target: &str, field: &str) -> u64 {
+        self.differences
+            .get_or_create(&with(target, "field", field))
+            .get()
+    }
+
+    /// Requests chosen for comparison.
+    pub fn opened_total(&self) -> u64 {
+        self.opened.get()
+    }
+
+    /// Entries expired with this half missing (`production`, `shadow`, `both`).
+    pub fn expired(&self, missing: &str) -> u64 {
+        let i = match missing {
+            "production" => 0,
+            "shadow" => 1,
+            _ => 2,
+        };
+        self.expired.get(i).map_or(0, Counter::get)
+    }
+
+    /// Compared requests awaiting answers now.
+    pub fn open_now(&self) -> i64 {
+        self.open.get()
+    }
+}
+
 /// Everything spop-mirror counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -343,6 +681,7 @@ pub struct Metrics {
     config_generation: Gauge,
     config_loaded: Gauge<f64, std::sync::atomic::AtomicU64>,
     config_reload_failures: Counter,
+    compare: CompareMetrics,
 }
 
 impl Metrics {
@@ -464,6 +803,7 @@ impl Metrics {
             "reloads refused (the file did not parse or a setting was bad)",
             config_reload_failures.clone(),
         );
+        let compare = CompareMetrics::new(&mut registry);
         let targets = targets
             .into_iter()
             .map(|t| Arc::new(TargetMetrics::new(t, &f)))
@@ -482,7 +822,13 @@ impl Metrics {
             config_generation,
             config_loaded,
             config_reload_failures,
+            compare,
         })
+    }
+
+    /// The comparison's figures.
+    pub const fn compare(&self) -> &CompareMetrics {
+        &self.compare
     }
 
     /// The targets' figures now, in configuration order.
@@ -736,6 +1082,115 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn compare_events_and_the_field_label_cap() {
+        use crate::compare::{Difference, Event, Field, Report, Side};
+        let m = Metrics::new(["c".to_owned()]);
+        let cm = m.compare();
+        cm.candidate("c");
+        let compared = |fields: Vec<Field>, noise: Vec<Field>| Event::Compared {
+            id: bytes::Bytes::from_static(b"1"),
+            request: "GET /".into(),
+            candidate: "c".into(),
+            report: Report {
+                differences: fields
+                    .into_iter()
+                    .map(|field| Difference {
+                        field,
+                        production: "1".into(),
+                        candidate: "2".into(),
+                    })
+                    .collect(),
+                noise,
+                truncated: true,
+                json_fallback: false,
+                ..Report::default()
+            },
+            production_latency: Duration::from_millis(2),
+            candidate_latency: Duration::from_millis(30),
+        };
+        cm.event(&compared(Vec::new(), Vec::new()));
+        cm.event(&compared(
+            vec![Field::Status, Field::Json("$.a[1]".into())],
+            vec![Field::Header("x-id".into())],
+        ));
+        // 250 distinct paths: the first ones (up to 200 labels in all) are
+        // shown, the rest count as "other".
+        cm.event(&compared(
+            (0..250).map(|i| Field::Json(format!("$.k{i}"))).collect(),
+            Vec::new(),
+        ));
+        for e in [
+            Event::Expired {
+                candidate: Some("c".into()),
+                missing_production: true,
+                missing_shadow: false,
+            },
+            Event::Expired {
+                candidate: None,
+                missing_production: true,
+                missing_shadow: true,
+            },
+            Event::Unmatched {
+                side: Side::Target("c".into()),
+            },
+            Event::Unmatched {
+                side: Side::Production,
+            },
+            Event::Repeated,
+            Event::Evicted,
+            Event::TooLarge {
+                side: Side::Production,
+            },
+        ] {
+            cm.event(&e);
+        }
+        cm.opened();
+        cm.queue_full();
+        cm.store(3, 4096);
+        assert!(cm.bad_message(BadMessage::MissingArg));
+        assert!(!cm.bad_message(BadMessage::MissingArg));
+        let text = m.render(None);
+        for line in [
+            "spop_mirror_compare_total{target=\"c\",result=\"equal\"} 1",
+            "spop_mirror_compare_total{target=\"c\",result=\"different\"} 2",
+            "spop_mirror_compare_differences_total{target=\"c\",field=\"status\"} 1",
+            "spop_mirror_compare_differences_total{target=\"c\",field=\"json:$.a[1]\"} 1",
+            "spop_mirror_compare_differences_total{target=\"c\",field=\"json:$.k0\"} 1",
+            "spop_mirror_compare_differences_total{target=\"c\",field=\"json:$.k196\"} 1",
+            "spop_mirror_compare_differences_total{target=\"c\",field=\"other\"} 53",
+            "spop_mirror_compare_noise_total{target=\"c\",field=\"header:x-id\"} 1",
+            "spop_mirror_compare_expired_total{missing=\"production\"} 1",
+            "spop_mirror_compare_expired_total{missing=\"both\"} 1",
+            "spop_mirror_compare_expired_total{missing=\"shadow\"} 0",
+            "spop_mirror_compare_unmatched_total{side=\"production\"} 1",
+            "spop_mirror_compare_unmatched_total{side=\"shadow\"} 1",
+            "spop_mirror_compare_repeated_total 1",
+            "spop_mirror_compare_too_large_total{side=\"production\"} 1",
+            "spop_mirror_compare_too_large_total{side=\"shadow\"} 0",
+            "spop_mirror_compare_evicted_total 1",
+            "spop_mirror_compare_truncated_total 3",
+            "spop_mirror_compare_json_fallback_total 0",
+            "spop_mirror_compare_opened_total 1",
+            "spop_mirror_compare_queue_full_total 1",
+            "spop_mirror_compare_bad_messages_total{kind=\"missing_argument\"} 2",
+            "spop_mirror_compare_open 3",
+            "spop_mirror_compare_bytes 4096",
+            "spop_mirror_compare_latency_seconds_count{target=\"c\",side=\"production\"} 3",
+            "spop_mirror_compare_latency_seconds_bucket{le=\"0.05\",target=\"c\",side=\"candidate\"} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("json:$.k197\""), "capped");
+        // The mirror's bad-message count is not touched.
+        assert_eq!(m.bad_messages(BadMessage::MissingArg), 0);
+        assert_eq!(cm.compared("c", "different"), 2);
+        assert_eq!(cm.expired("both"), 1);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 
 use arc_swap::ArcSwap;
 
-use crate::config::HostRewrite;
+use crate::comparing::CompareTag;
+use crate::config::{HostRewrite, Role};
 use crate::metrics::{Metrics, Reason, TargetError, TargetMetrics};
 use crate::policy::{Policy, TargetSet};
 use crate::request::MirrorRequest;
@@ -31,10 +32,17 @@ pub enum Submitted {
     Dropped(Reason),
 }
 
+/// A candidate target, and its baseline target when it has one (both by
+/// name): what [`crate::compare::Store::open`] awaits.
+pub type ComparePair = (Arc<str>, Option<Arc<str>>);
+
 /// The settings the engine needs: the target set (see [`crate::policy`]).
 pub type MirrorConfig = TargetSet;
 
 struct Target {
+    /// The target's name (it never changes: a reload that renames a target
+    /// starts a new one).
+    name: Arc<str>,
     /// The target's policy, replaced in place by a reload that keeps its
     /// connections (see [`Policy::same_connections`]).
     policy: ArcSwap<Policy>,
@@ -189,6 +197,18 @@ impl Mirror {
         &self.inner.metrics
     }
 
+    /// Whether a request is compared: the configuration's `--compare`
+    /// share, with `draw` (a uniform 64-bit number) called only when the
+    /// share is neither 0 nor 100 %.
+    pub fn compares(&self, draw: impl FnOnce() -> u64) -> bool {
+        let live = self.inner.live.load();
+        match live.set.compare_threshold {
+            None => false,
+            Some(u64::MAX) => true,
+            Some(_) => live.set.compares(draw()),
+        }
+    }
+
     /// Counts a received message (whether or not it becomes a request).
     pub fn received(&self) {
         self.inner.metrics.received();
@@ -201,6 +221,28 @@ impl Mirror {
 
     /// [`Mirror::submit`], with the client address (for `sticky = "src"`).
     pub fn submit_from(&self, req: MirrorRequest, src: Option<std::net::IpAddr>) -> Submitted {
+        self.submit_inner(req, src, None).0
+    }
+
+    /// [`Mirror::submit_from`] for a request chosen for comparison: the
+    /// request carries `tag` to the targets' workers, and the answer lists
+    /// the candidate targets that queued it, each with its baseline when
+    /// that queued it too (the pairs [`crate::compare::Store::open`] takes).
+    pub fn submit_compared(
+        &self,
+        req: MirrorRequest,
+        src: Option<std::net::IpAddr>,
+        tag: Arc<CompareTag>,
+    ) -> (Submitted, Vec<ComparePair>) {
+        self.submit_inner(req, src, Some(tag))
+    }
+
+    fn submit_inner(
+        &self,
+        req: MirrorRequest,
+        src: Option<std::net::IpAddr>,
+        tag: Option<Arc<CompareTag>>,
+    ) -> (Submitted, Vec<ComparePair>) {
         let inner = &*self.inner;
         let m = &inner.metrics;
         let live = inner.live.load();
@@ -210,7 +252,7 @@ impl Mirror {
         }
         if set.is_loop(&req) {
             m.count_drop(Reason::Loop);
-            return Submitted::Dropped(Reason::Loop);
+            return (Submitted::Dropped(Reason::Loop), Vec::new());
         }
         // Each target's policy, once (a rate cap takes a token): a bit per
         // target (a vector past 64 targets).
@@ -245,18 +287,22 @@ impl Mirror {
         if admitted_bits == 0 && !admitted_more.contains(&true) {
             let why = first_refusal.unwrap_or(Reason::Filtered);
             m.count_drop(why);
-            return Submitted::Dropped(why);
+            return (Submitted::Dropped(why), Vec::new());
         }
         if req.truncated() && !set.send_truncated {
             m.count_drop(Reason::TruncatedBody);
-            return Submitted::Dropped(Reason::TruncatedBody);
+            return (Submitted::Dropped(Reason::TruncatedBody), Vec::new());
         }
         // The request's memory is counted once, however many targets share
         // it, until the last of them is done with it.
         let size = req.size() as u64;
         let over_budget = m.queued_bytes_now() + size > set.max_queued_bytes as u64;
-        let req = (!over_budget).then(|| Queued::new(req, size, m));
+        let comparing = tag.is_some();
+        let req = (!over_budget).then(|| Queued::new(req, size, m, tag));
         let mut queued = 0;
+        // With a tag: the targets that queued it (their roles are looked
+        // at once, after).
+        let mut roles: Vec<&Target> = Vec::new();
         let mut first_drop = None;
         for (i, t) in live.targets.iter().enumerate() {
             if !admitted(i) {
@@ -270,6 +316,9 @@ impl Mirror {
                     Ok(()) => {
                         tm.queue(1);
                         queued += 1;
+                        if comparing {
+                            roles.push(t);
+                        }
                         continue;
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => Reason::QueueFull,
@@ -283,12 +332,12 @@ impl Mirror {
         }
         if queued > 0 {
             m.accepted();
-            Submitted::Queued(queued)
+            (Submitted::Queued(queued), compare_pairs(&roles))
         } else {
             // Not mirrored anywhere: counted once, by the first target's reason.
             let why = first_drop.unwrap_or(Reason::QueueFull);
             m.count_drop(why);
-            Submitted::Dropped(why)
+            (Submitted::Dropped(why), Vec::new())
         }
     }
 
@@ -331,6 +380,7 @@ fn start_target(inner: &Arc<Inner>, policy: Arc<Policy>) -> Arc<Target> {
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .unwrap_or_else(|| HeaderValue::from_static("localhost"));
     let t = Arc::new(Target {
+        name: Arc::from(policy.name.as_str()),
         m: inner.metrics.target(&policy.name),
         retired: watch::channel(false).0,
         uri,
@@ -373,6 +423,27 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The (candidate, baseline) pairs of the targets with a role that queued
+/// a request: each candidate, with its baseline if that queued it too.
+fn compare_pairs(roles: &[&Target]) -> Vec<ComparePair> {
+    roles
+        .iter()
+        .filter_map(|t| {
+            let p = t.policy.load();
+            if p.role != Some(Role::Candidate) {
+                return None;
+            }
+            let baseline = p.baseline.as_ref().and_then(|b| {
+                roles
+                    .iter()
+                    .find(|o| o.name == *b && o.policy.load().role == Some(Role::Baseline))
+                    .map(|o| Arc::clone(&o.name))
+            });
+            Some((Arc::clone(&t.name), baseline))
+        })
+        .collect()
+}
+
 /// A request shared by the targets' queues: its bytes count towards
 /// `--max-queued-bytes` from its creation until the last target is done
 /// with it (sent, or dropped).
@@ -380,15 +451,23 @@ struct Queued {
     req: MirrorRequest,
     size: u64,
     metrics: Arc<Metrics>,
+    /// Set when the request is compared: its id and arrival.
+    compare: Option<Arc<CompareTag>>,
 }
 
 impl Queued {
-    fn new(req: MirrorRequest, size: u64, metrics: &Arc<Metrics>) -> Arc<Self> {
+    fn new(
+        req: MirrorRequest,
+        size: u64,
+        metrics: &Arc<Metrics>,
+        compare: Option<Arc<CompareTag>>,
+    ) -> Arc<Self> {
         metrics.queued_bytes(size as i64);
         Arc::new(Self {
             req,
             size,
             metrics: Arc::clone(metrics),
+            compare,
         })
     }
 }
@@ -438,7 +517,7 @@ async fn connection_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue) {
             continue;
         };
         tm.flight(1);
-        let ok = send(&inner, &t, tm, sender, &req.req).await;
+        let ok = send(&inner, &t, tm, sender, &req.req, req.compare.as_deref()).await;
         tm.flight(-1);
         if !ok {
             conn = None;
@@ -910,13 +989,16 @@ pub(crate) fn build_request_for_test(
 }
 
 /// Sends one request and reads its answer to the end; `false` if the
-/// connection cannot be used again.
+/// connection cannot be used again. A compared request (`compare`) sent to
+/// a target with a role has its answer kept (up to the body limit) and
+/// handed to the comparison; every other answer is read and discarded.
 async fn send(
     inner: &Inner,
     t: &Target,
     tm: &TargetMetrics,
     sender: &mut Sender,
     req: &MirrorRequest,
+    compare: Option<&CompareTag>,
 ) -> bool {
     let policy = t.policy.load_full();
     let h2 = matches!(sender, Sender::Http2(_));
@@ -934,22 +1016,32 @@ async fn send(
         return true;
     };
     let start = Instant::now();
+    let capture = compare.filter(|_| policy.role.is_some());
     let outcome = tokio::time::timeout(policy.request_timeout, async {
         let resp = sender.send(request).await?;
         let status = resp.status().as_u16();
+        if let Some(tag) = capture {
+            let answer = crate::comparing::read_answer(resp, tag.body_limit(), tag.arrival).await?;
+            tm.response(status, start.elapsed());
+            let settings = Arc::clone(&inner.live.load().set.compare);
+            tag.deliver(&t.name, answer, settings);
+            return Ok(None);
+        }
         // Read the answer to its end (keeps the connection reusable), keep nothing.
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             frame?;
         }
-        Ok::<u16, hyper::Error>(status)
+        Ok::<Option<u16>, hyper::Error>(Some(status))
     })
     .await;
     match outcome {
-        Ok(Ok(status)) => {
+        Ok(Ok(Some(status))) => {
             tm.response(status, start.elapsed());
             true
         }
+        // Counted already (before the comparison's work).
+        Ok(Ok(None)) => true,
         Ok(Err(e)) => {
             let tls = crate::tls::is_tls_error(&e);
             tm.error(if tls {

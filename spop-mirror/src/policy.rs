@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 
-use crate::config::{Config, HeaderMatch, HostRewrite, StickyKey, CREDENTIAL_HEADERS};
+use crate::config::{Config, HeaderMatch, HostRewrite, Role, StickyKey, CREDENTIAL_HEADERS};
 use crate::metrics::Reason;
 use crate::request::MirrorRequest;
 
@@ -59,6 +59,11 @@ pub struct Policy {
     /// own writer (`--pipeline`; 0: hyper, one at a time). Used for plain
     /// `http://` HTTP/1.1 targets only.
     pub pipeline: usize,
+    /// The target's part in comparisons (`None`: a plain mirror, whose
+    /// answers are discarded unread).
+    pub role: Option<Role>,
+    /// A candidate's baseline target, by name.
+    pub baseline: Option<Arc<str>>,
     /// What the connections depend on: a reload that changes it replaces
     /// the target's queue and connections; otherwise they are kept.
     connection_key: String,
@@ -79,6 +84,12 @@ pub struct TargetSet {
     pub send_truncated: bool,
     /// Bytes queued, all targets together.
     pub max_queued_bytes: usize,
+    /// The share of requests compared (`--compare`) as a hash threshold:
+    /// a draw below it is compared; `None`: comparison off (0 %, or no
+    /// target has a role).
+    pub compare_threshold: Option<u64>,
+    /// How answers are compared.
+    pub compare: Arc<crate::compare::Settings>,
 }
 
 impl TargetSet {
@@ -100,6 +111,7 @@ impl TargetSet {
         if targets.is_empty() {
             return Err("no target".to_owned());
         }
+        let has_roles = targets.iter().any(|t| t.role.is_some());
         Ok(Self {
             generation,
             loaded_at: SystemTime::now(),
@@ -107,7 +119,29 @@ impl TargetSet {
             loop_marker: crate::config::parse_loop_header(&cfg.loop_header)?,
             send_truncated: cfg.send_truncated,
             max_queued_bytes: cfg.max_queued_bytes,
+            compare_threshold: (cfg.compare > 0.0 && has_roles).then(|| {
+                if cfg.compare >= 100.0 {
+                    u64::MAX
+                } else {
+                    threshold(cfg.compare)
+                }
+            }),
+            compare: Arc::new(cfg.compare_settings()),
         })
+    }
+
+    /// Whether a request is compared, given a uniform 64-bit `draw`.
+    pub const fn compares(&self, draw: u64) -> bool {
+        match self.compare_threshold {
+            None => false,
+            Some(u64::MAX) => true,
+            Some(t) => draw < t,
+        }
+    }
+
+    /// Whether any target has a role (comparison can happen at all).
+    pub fn has_roles(&self) -> bool {
+        self.targets.iter().any(|t| t.role.is_some())
     }
 
     /// Whether a request is a mirrored one coming back (it carries the
@@ -204,6 +238,8 @@ impl Policy {
             http1_only: c.http1_only,
             tls,
             pipeline: c.pipeline,
+            role: c.role,
+            baseline: c.baseline.as_deref().map(Arc::from),
             connection_key,
         })
     }

@@ -9,10 +9,14 @@
 //! that loads becomes the next generation ([`crate::mirror::Mirror::reload`]):
 //! SPOP connections are never touched.
 //!
-//! What a reload changes: the targets and every per-target setting, the
-//! loop marker, `send_truncated` and `max_queued_bytes`. The listeners,
-//! metrics endpoint, threads, SPOP message and argument names, frame size
-//! and log settings are read at start-up only.
+//! What a reload changes: the targets and every per-target setting (their
+//! comparison roles included), the loop marker, `send_truncated`,
+//! `max_queued_bytes`, and the comparison's share and rules (`compare`,
+//! `compare_ignore_headers`, `compare_ignore_paths`, `compare_json`). The
+//! listeners, metrics endpoint, threads, SPOP message and argument names,
+//! frame size, log settings and the comparison's store and log settings are
+//! read at start-up only. Entries being compared when roles change still
+//! complete or expire: the store knows targets by name.
 //!
 //! # The interface for the dispatch side
 //!

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::comparing::Compare;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
@@ -127,7 +128,18 @@ pub async fn run(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let target_names: Vec<String> = set.targets.iter().map(|t| t.name.clone()).collect();
     let metrics = Metrics::new(target_names.iter().cloned());
+    if cfg.compare > 0.0 && !set.has_roles() {
+        tracing::warn!(
+            "--compare is set but no target has role = \"candidate\": nothing is compared"
+        );
+    }
+    for t in &set.targets {
+        if t.role == Some(crate::config::Role::Candidate) {
+            metrics.compare().candidate(&t.name);
+        }
+    }
     let (mirror, workers) = Mirror::start(set, Arc::clone(&metrics));
+    let (compare, compare_tasks) = Compare::start(&cfg, Arc::clone(&metrics))?;
     let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => Some(haproxy_spop::runtime::tls::acceptor(
             cert,
@@ -153,6 +165,7 @@ pub async fn run(
             cfg.message.clone(),
             names,
             Some(cfg.arg_src.clone()).filter(|n| !n.is_empty()),
+            Some(compare),
         ));
     // The SPOP side runs on a thread of its own, so that ACKs never wait
     // behind mirroring work: HAProxy holds each request until its ACK.
@@ -237,6 +250,23 @@ pub async fn run(
         cfg.restart_only(),
     ));
     tracing::info!(listen = %cfg.listen, tls = cfg.tls_cert.is_some(), targets = ?target_names, metrics = ?bound.metrics, "spop-mirror started");
+    if cfg.compare > 0.0 {
+        let roles: Vec<String> = mirror
+            .target_set()
+            .targets
+            .iter()
+            .filter_map(|t| t.role.map(|r| format!("{}={}", t.name, r.label())))
+            .collect();
+        tracing::info!(
+            share = cfg.compare,
+            message = %cfg.compare_message,
+            var = %cfg.compare_var,
+            instance = cfg.instance,
+            roles = ?roles,
+            log = ?cfg.compare_log,
+            "comparing answers"
+        );
+    }
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
@@ -257,6 +287,7 @@ pub async fn run(
     if !drained {
         tracing::warn!("drain deadline passed; requests still queued were dropped");
     }
+    compare_tasks.stop().await;
     if let Some(t) = metrics_task {
         t.abort();
     }
