@@ -306,7 +306,8 @@ pub struct Config {
     /// up to --max-concurrency × N requests are then in flight per target.
     /// 0 (the default) sends one request at a time with hyper. Mirrored
     /// requests are never resent: those a target drops mid-pipeline are
-    /// counted as errors. Ignored with --http2.
+    /// counted as errors. Ignored with --http2. Also a per-target
+    /// setting (`pipeline` in a `[[target]]` table).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 
@@ -789,6 +790,7 @@ pub struct TargetSettings {
     pub tls_server_name: Option<String>,
     #[serde(alias = "insecure")]
     pub tls_insecure: Option<bool>,
+    pub pipeline: Option<usize>,
 }
 
 /// `redact = "credentials"` or `redact = ["cookie", "x-token"]`.
@@ -865,6 +867,7 @@ impl TargetSettings {
             tls_client_key => |v: &PathBuf| Ok(Some(v.clone())),
             tls_server_name => |v: &String| Ok(Some(v.clone())),
             tls_insecure,
+            pipeline,
         );
         Ok(())
     }
@@ -918,7 +921,6 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub watch_config: Option<bool>,
-    pub pipeline: Option<usize>,
     pub shared_runtime: Option<bool>,
     pub compare: Option<f64>,
     pub compare_message: Option<String>,
@@ -1104,7 +1106,6 @@ impl FileConfig {
             tls_key => |v: &PathBuf| Ok(Some(v.clone())),
             tls_client_ca => |v: &PathBuf| Ok(Some(v.clone())),
             watch_config,
-            pipeline,
             shared_runtime,
             compare => |v: &f64| check_percent(*v),
             compare_message,
@@ -1557,6 +1558,37 @@ tls_insecure = true
         assert_eq!(t[1].2.set_headers[0].0, "x-env");
         assert_eq!(t[1].2.connect_timeout, Duration::from_millis(250));
         assert!(t[1].2.tls_insecure);
+        assert_eq!(t[0].2.pipeline, 0, "pipelining is off by default");
+        // Pipelining per target: a table's value wins over the flag and the
+        // file's top level, which other targets take.
+        let c = from_file(
+            "pipe-per-target",
+            "pipeline = 2\n[[target]]\nurl = \"http://127.0.0.1:1\"\npipeline = 16\n\
+             [[target]]\nurl = \"http://127.0.0.1:2\"\n[[target]]\nurl = \"http://127.0.0.1:3\"\npipeline = 0\n",
+            &["--target", "http://127.0.0.1:4"],
+        )
+        .unwrap();
+        let t = c.resolved_targets().unwrap();
+        let depths: Vec<usize> = t.iter().map(|t| t.2.pipeline).collect();
+        assert_eq!(depths, [16, 2, 0, 2]);
+        let c = from_file(
+            "pipe-flag",
+            "pipeline = 2\n[[target]]\nurl = \"http://127.0.0.1:1\"\npipeline = 16\n\
+             [[target]]\nurl = \"http://127.0.0.1:2\"\n",
+            &["--pipeline", "8"],
+        )
+        .unwrap();
+        let depths: Vec<usize> = c
+            .resolved_targets()
+            .unwrap()
+            .iter()
+            .map(|t| t.2.pipeline)
+            .collect();
+        assert_eq!(
+            depths,
+            [16, 8],
+            "table, then flag, then the file's top level"
+        );
         // Bad files, each refused with its reason.
         for (text, want) in [
             ("[[target]]\nurl = \"http://x\"\nsampel = 5\n", "sampel"),
