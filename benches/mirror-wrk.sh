@@ -25,6 +25,9 @@
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2),
 # MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
+# The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
+# in `mode tcp` HAProxy 3.1+ keeps no idle SPOP connection and opens a new
+# one (HELLO, NOTIFY, ACK, reset) for every message (measured on 3.4).
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,7 +107,11 @@ frontend mirrored_b2
     filter spoe engine mirror config $dir/spoe-b2.conf
     http-request return status 200 content-type text/plain string "ok"
 backend mirroragents_base
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18196
 frontend mirrored_b3
     bind 127.0.0.1:18189
@@ -112,22 +119,46 @@ frontend mirrored_b3
     filter spoe engine mirror config $dir/spoe-b3.conf
     http-request return status 200 content-type text/plain string "ok"
 backend mirroragents_b2
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18198
 backend mirroragents_b3
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18200
 backend mirroragents
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18190
 backend mirroragents_down
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18191
 backend mirroragents_nbari
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18194
 backend mirroragents_ack
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18195
 CFG
 hv=$("$haproxy" -v); echo "${hv%%$'\n'*}"

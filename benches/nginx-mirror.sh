@@ -19,6 +19,9 @@
 #   LINE: the HAProxy line (2.6, 3.0, 3.2 or 3.4; default 3.4).
 # Needs: bash .ci/install-haproxy.sh LINE nginx (Debian's packages, unpacked
 # into a cache), and wrk.
+# The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
+# in `mode tcp` HAProxy 3.1+ keeps no idle SPOP connection and opens a new
+# one (HELLO, NOTIFY, ACK, reset) for every message (measured on 3.4).
 set -euo pipefail
 secs=${1:-5}
 line=${2:-3.4}
@@ -126,13 +129,25 @@ backend app
     http-reuse always
     server app 127.0.0.1:18282
 backend agents
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a 127.0.0.1:18290
 backend agents2
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a 127.0.0.1:18291
 backend agents_ack
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a 127.0.0.1:18292
 frontend plain
     bind 127.0.0.1:18284

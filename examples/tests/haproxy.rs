@@ -225,7 +225,7 @@ frontend www\n    bind 127.0.0.1:{www}\n    option http-buffer-request\n    filt
     http-response set-header x-body-len \"%[var(txn.frag.len)]\"\n    default_backend app\n\
 frontend app_server\n    bind 127.0.0.1:{app}\n    http-request return status 200 content-type text/plain string ok\n\
 backend app\n    server app1 127.0.0.1:{app}\n\
-backend agents\n    mode tcp\n    timeout connect 5s\n    timeout server 30s\n    server a1 127.0.0.1:{agent_port}\n"
+backend agents\n.if version_atleast(3.1)\n    mode spop\n.else\n    mode tcp\n.endif\n    timeout connect 5s\n    timeout server 30s\n    server a1 127.0.0.1:{agent_port}\n"
     );
     let spoe = "[frag]\nspoe-agent frag-agent\n    messages body\n    option var-prefix frag\n    \
 timeout hello 2s\n    timeout idle 30s\n    timeout processing 2s\n    use-backend agents\n    log global\n\n\

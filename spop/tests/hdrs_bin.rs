@@ -84,7 +84,11 @@ frontend app_server
     bind 127.0.0.1:{app}
     http-request return status 200 content-type text/plain lf-string \"%[req.hdrs]\"
 backend agents
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     timeout connect 5s
     timeout server 10s
     server agent1 {agent_addr}

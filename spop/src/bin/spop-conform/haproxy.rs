@@ -117,7 +117,7 @@ pub(crate) fn run(
         .map(|v| format!(" {v}=%[var(txn.conform.{v})]"))
         .collect();
     let cfg = format!(
-        "global\n    nbthread 1\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\nfrontend www\n    bind 127.0.0.1:{port}\n    filter spoe engine conform config {spoe}\n    http-request send-spoe-group conform conform-grp\n    http-request return status 200 content-type text/plain lf-string \"error=%[var(txn.conform.error)] ptime=%[var(txn.conform.ptime)]{shown}\"\n\nbackend conform-agents\n    mode tcp\n    timeout connect 5s\n    timeout server 10s\n    server agent1 {agent}\n",
+        "global\n    nbthread 1\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\n\nfrontend www\n    bind 127.0.0.1:{port}\n    filter spoe engine conform config {spoe}\n    http-request send-spoe-group conform conform-grp\n    http-request return status 200 content-type text/plain lf-string \"error=%[var(txn.conform.error)] ptime=%[var(txn.conform.ptime)]{shown}\"\n\nbackend conform-agents\n.if version_atleast(3.1)\n    mode spop\n.else\n    mode tcp\n.endif\n    timeout connect 5s\n    timeout server 10s\n    server agent1 {agent}\n",
         spoe = spoe_path.display()
     );
     std::fs::write(&spoe_path, spoe).map_err(|e| e.to_string())?;
