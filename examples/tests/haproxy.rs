@@ -272,3 +272,72 @@ per_version!(
     fragmentation,
     [V26, V30]
 );
+
+/// HAProxy keeps its SPOP connections: 200 requests, one after another,
+/// reach the agent over a handful of connections. On HAProxy 3.1+ this needs
+/// the agents' backend in `mode spop`, as the examples have it: in `mode
+/// tcp`, with the backend declared before the frontend whose filter uses it
+/// (as here), 3.4 opened a new connection for every message (HELLO, NOTIFY,
+/// ACK, reset) and its rate fell to a third. `SPOP_TEST_AGENTS_MODE="    mode
+/// tcp"` shows it.
+fn keeps_connections(version: Version) {
+    let (www, agent_port) = (free_port(), free_port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = Agent::builder().build(|_req: NotifyRequest| async {
+        Ack::new().set_var(VarScope::TRANSACTION, "n", 1i32)
+    });
+    let listener = rt
+        .block_on(Listener::bind(
+            &format!("127.0.0.1:{agent_port}").parse().unwrap(),
+        ))
+        .unwrap();
+    rt.spawn({
+        let agent = agent.clone();
+        async move { agent.serve_listener(listener).await }
+    });
+    let mode = std::env::var("SPOP_TEST_AGENTS_MODE").unwrap_or_else(|_| {
+        ".if version_atleast(3.1)\n    mode spop\n.else\n    mode tcp\n.endif".into()
+    });
+    let cfg = format!(
+        "global\n    nbthread 1\n    log stderr format raw local0 info\n\
+defaults\n    mode http\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+backend agents\n{mode}\n    server a1 127.0.0.1:{agent_port}\n\
+frontend www\n    bind 127.0.0.1:{www}\n    option http-buffer-request\n    filter spoe engine keep config {{SPOE_CONF}}\n\
+    http-request return status 200 content-type text/plain lf-string \"n=%[var(txn.keep.n)]\"\n"
+    );
+    let spoe = "[keep]\nspoe-agent keep-agent\n    messages m\n    option var-prefix keep\n    \
+timeout hello 2s\n    timeout idle 30s\n    timeout processing 2s\n    use-backend agents\n    log global\n\n\
+spoe-message m\n    args method=method path=url hdrs=req.hdrs_bin body=req.body\n    event on-frontend-http-request\n";
+    let haproxy = HaProxy::start(version, &cfg, Some(spoe));
+    let get = || {
+        http_request(
+            www,
+            b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    };
+    // The first message after a cold start may come before any agent said
+    // hello (see the protocol notes): wait for the variable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get().body != b"n=1" {
+        assert!(Instant::now() < deadline, "log:\n{}", haproxy.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = agent.stats();
+    let (conns0, notifies0) = (
+        stats.connections_total(),
+        stats.frames_received(haproxy_spop::FrameType::NOTIFY),
+    );
+    for _ in 0..200 {
+        assert_eq!(get().body, b"n=1", "log:\n{}", haproxy.log());
+    }
+    let conns = stats.connections_total() - conns0;
+    let notifies = stats.frames_received(haproxy_spop::FrameType::NOTIFY) - notifies0;
+    assert!(notifies >= 200, "{notifies} NOTIFYs for 200 requests");
+    assert!(
+        conns <= 4,
+        "{conns} new SPOP connections for 200 requests, one after another"
+    );
+    agent.shutdown();
+}
+
+per_version!(haproxy_keeps_spop_connections, keeps_connections);
