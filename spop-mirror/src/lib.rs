@@ -13,6 +13,7 @@
 // target list, never by data from the wire (that is parsed by `spop`).
 #![allow(clippy::indexing_slicing)]
 
+pub mod compare;
 pub mod config;
 mod h1;
 pub mod metrics;
