@@ -154,7 +154,7 @@ spoe-message mirror
     args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body id=unique-id
     event on-frontend-http-request
 spoe-message compare
-    args id=unique-id status=status hdrs=res.hdrs_bin body=res.body
+    args id=unique-id status=status hdrs=res.hdrs_bin body=res.body body_size=res.body_size
 spoe-group compare
     messages compare
 SPOE
