@@ -173,7 +173,7 @@ SPOE
     cat >> "$dir/haproxy.cfg" <<CFG
 backend production
     server p1 127.0.0.1:18207
-frontend production
+frontend production_server
     bind 127.0.0.1:18207
     http-request return status 200 content-type text/plain string "ok"
 backend mirroragents_cmp
