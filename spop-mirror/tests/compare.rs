@@ -827,3 +827,114 @@ async fn plain_roundrobin(version: Version) {
 }
 
 per_version!(async two_instances_plain_roundrobin_share, plain_roundrobin);
+
+/// A plain HTTP/1.1 server answering every request 200 with `body`
+/// (Content-Length), keep-alive; for bodies larger than HAProxy's buffer.
+async fn body_server(body: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Arc::new(body);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if stream.write_all(head.as_bytes()).await.is_err()
+                            || stream.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A JSON body of about 100 kB: `{"a":"xxx...x","b":1}`, with byte `at` of
+/// the string changed to 'y' when given.
+fn big_json(at: Option<usize>) -> Vec<u8> {
+    let mut s = vec![b'x'; 100_000];
+    if let Some(i) = at {
+        s[i] = b'y';
+    }
+    let mut body = b"{\"a\":\"".to_vec();
+    body.extend_from_slice(&s);
+    body.extend_from_slice(b"\",\"b\":1}");
+    body
+}
+
+/// Bodies larger than HAProxy's buffer (tune.bufsize 16384): production's
+/// arrives cut (res.body holds what fitted, res.body_size tells the true
+/// size), the candidates' are cut at compare_body_limit; they are compared
+/// by what arrived and counted truncated. A candidate whose body differs
+/// within that prefix reports `body`; one identical does not.
+async fn truncated(version: Version) {
+    let (prod, _p) = body_server(big_json(None)).await;
+    let (changed, _c) = body_server(big_json(Some(100))).await;
+    let dir = Dir::new("cmp-trunc");
+    let ports = Ports::new();
+    let same = answer(200, 1, 20, false);
+    let toml = format!(
+        "compare = 100.0\ncompare_body_limit = \"32KiB\"\n\
+         [[target]]\nurl = \"http://{prod}\"\nname = \"same\"\nrole = \"candidate\"\n\n\
+         [[target]]\nurl = \"http://{changed}\"\nname = \"changed\"\nrole = \"candidate\"\n"
+    );
+    let file = dir.write("m.toml", &toml);
+    let mirror = Mirror::start(&["--config", file.to_str().unwrap()]).await;
+    let (cfg, spoe) = config(
+        "compare",
+        &ports,
+        &[mirror.spop],
+        [&same, &same, &same],
+        true,
+    );
+    let cfg = cfg
+        .replace("tune.bufsize 65536", "tune.bufsize 16384")
+        .replace(
+            &format!("server app1 127.0.0.1:{}", ports.app),
+            &format!("server app1 {prod}"),
+        );
+    assert!(cfg.contains(&format!("server app1 {prod}")));
+    let _haproxy = start_haproxy(version, cfg, spoe).await;
+    let n = 10;
+    load(ports.www, n, 1, 200).await;
+    let all = wait_metrics(&mirror, "all compared", |a| {
+        sum(a, COMPARED, &[]) >= 2.0 * n as f64
+    })
+    .await;
+    assert_eq!(
+        sum(&all, COMPARED, &[("target", "same"), ("result", "equal")]),
+        n as f64,
+        "{all:#?}"
+    );
+    assert_eq!(
+        by_label(&all, DIFFERENCES, "changed", "field"),
+        [("body".to_owned(), n as f64)].into_iter().collect(),
+        "{all:#?}"
+    );
+    assert!(
+        sum(&all, "spop_mirror_compare_truncated_total", &[]) >= 2.0 * n as f64,
+        "{all:#?}"
+    );
+    assert_eq!(sum(&all, EXPIRED, &[]), 0.0);
+}
+
+per_version!(async bodies_over_the_buffer_compared_by_what_arrived, truncated);
