@@ -19,11 +19,20 @@
 #       build) with MIRROR_BASE_ARGS;
 #   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 16).
 # Each mirroring set-up gets the same summary (median of the rounds, p99 too).
+# With COMPARE=1, three more set-ups answer through a backend (production is
+# another frontend of the same HAProxy: http-response rules do not run on an
+# answer from "http-request return"), as examples/haproxy/compare.cfg does:
+#   A2. no filter; M. mirroring all, the compare config in place (unique-id,
+#   the http-response rules) but nothing compared (compare 0); K. the same
+#   with spop-mirror comparing 10% of the requests (COMPARE_SHARE) with the
+#   target as candidate: HAProxy waits for those responses' bodies and sends
+#   them in a second message.
 # Usage: bash benches/mirror-wrk.sh [SECONDS_PER_SETUP] [LINE|HAPROXY_BINARY]
 #   LINE: 2.6, 3.0, 3.2 (default) or 3.4, as installed by .ci/install-haproxy.sh
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2),
-# MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3).
+# MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3),
+# COMPARE=1 (set-ups A2, M, K), COMPARE_SHARE (K's percent, default 10).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 # The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
 # in `mode tcp` HAProxy 3.1+ keeps no idle SPOP connection and opens a new
@@ -161,6 +170,54 @@ backend mirroragents_ack
 .endif
     server a1 127.0.0.1:18195
 CFG
+if [ -n "${COMPARE:-}" ]; then
+    # Ports: A2 18205, M 18206, K 18202, production 18207; agents M 18208, K 18203.
+    cat > "$dir/spoe-cmp.conf" <<'SPOE'
+[mirror]
+spoe-agent mirror
+    messages mirror
+    groups compare
+    use-backend mirroragents_cmp
+    timeout hello 500ms
+    timeout idle 30s
+    timeout processing 100ms
+spoe-message mirror
+    args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body id=unique-id
+    event on-frontend-http-request
+spoe-message compare
+    args id=unique-id status=status hdrs=res.hdrs_bin body=res.body body_size=res.body_size
+spoe-group compare
+    messages compare
+SPOE
+    sed 's/mirroragents_cmp/mirroragents_m/' "$dir/spoe-cmp.conf" > "$dir/spoe-m.conf"
+    for fe in "hop_plain 18205 -" "hop_mirrored 18206 $dir/spoe-m.conf" "compared 18202 $dir/spoe-cmp.conf"; do
+        read -r name port spoe <<<"$fe"
+        printf 'frontend %s\n    bind 127.0.0.1:%s\n    option http-buffer-request\n' "$name" "$port"
+        if [ "$spoe" != - ]; then
+            printf '    unique-id-format %%{+X}o%%ci:%%cp_%%fi:%%fp_%%Ts_%%rt:%%pid\n'
+            printf '    filter spoe engine mirror config %s\n' "$spoe"
+            printf '    http-response wait-for-body time 1s if { var(txn.mirror.compare) -m bool }\n'
+            printf '    http-response send-spoe-group mirror compare if { var(txn.mirror.compare) -m bool }\n'
+        fi
+        printf '    default_backend production\n'
+    done >> "$dir/haproxy.cfg"
+    cat >> "$dir/haproxy.cfg" <<CFG
+backend production
+    server p1 127.0.0.1:18207
+frontend production_server
+    bind 127.0.0.1:18207
+    http-request return status 200 content-type text/plain string "ok"
+backend mirroragents_cmp
+    mode tcp
+    server a1 127.0.0.1:18203
+backend mirroragents_m
+    mode tcp
+    server a1 127.0.0.1:18208
+CFG
+    printf 'compare = %s\ncompare_log = "%s"\n[[target]]\nurl = "http://127.0.0.1:18182"\nrole = "candidate"\n' \
+        "${COMPARE_SHARE:-10}" "$dir/differences.ndjson" > "$dir/compare.toml"
+    sed 's/^compare = .*/compare = 0/' "$dir/compare.toml" > "$dir/compare-0.toml"
+fi
 hv=$("$haproxy" -v); echo "${hv%%$'\n'*}"
 # The shadow target: a second HAProxy process answering 204 (as a shadow
 # server elsewhere would, it does not share the production HAProxy's thread).
@@ -194,6 +251,12 @@ fi
 if [ -n "${MIRROR_ARGS3:-}" ]; then
     "$mirror" --threads "$threads" --listen 127.0.0.1:18200 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18201 --log-level warn $MIRROR_ARGS3 & pids+=($!)
     variants+=("B3 18189 $! 18201")
+fi
+if [ -n "${COMPARE:-}" ]; then
+    "$mirror" --threads "$threads" --config "$dir/compare-0.toml" --listen 127.0.0.1:18208 --metrics 127.0.0.1:18209 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
+    variants+=("M 18206 $! 18209")
+    "$mirror" --threads "$threads" --config "$dir/compare.toml" --listen 127.0.0.1:18203 --metrics 127.0.0.1:18204 --log-level warn ${MIRROR_ARGS:-} & pids+=($!)
+    variants+=("K 18202 $! 18204")
 fi
 # Reference: an agent that only ACKs (nbari's spop 0.13 crate, tokio loop).
 cargo build --release -q -p spop-benches --bin nbari-agent --bin ack-agent --manifest-path "$root/Cargo.toml"
@@ -235,7 +298,7 @@ agent_thread=$(thread "${pids[2]}" spop-agent)
 # thread ("spop-agent": reads NOTIFYs, writes ACKs) and its mirroring thread.
 cpu_b=(0 0 0 0)
 sample() { echo "$(ticks "${pids[0]}") $(ticks "${pids[1]}") $(ticks "$agent_thread") $(($(ticks "${pids[2]}") - $(ticks "$agent_thread")))"; }
-for p in 18181 18184 18185 18186 18187 18188 18189; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
+for p in 18181 18184 18185 18186 18187 18188 18189 ${COMPARE:+18205 18206 18202}; do curl -s -o /dev/null "http://127.0.0.1:$p/warm"; done
 # Interleaved rounds, so that a change in the machine's load (it is shared)
 # falls on every set-up alike; the ratios are taken within each round.
 rounds=${ROUNDS:-3}
@@ -243,6 +306,7 @@ echo "wrk -t1 -c32 -d${secs}s per set-up, $rounds interleaved rounds:"
 for r in $(seq "$rounds"); do
     echo "round $r"
     run "A. no filter" 18180
+    if [ -n "${COMPARE:-}" ]; then run "A2. no filter, through a backend" 18205; fi
     for v in "${variants[@]}"; do
         read -r name port pid mport <<<"$v"
         if [ "$name" = B ]; then read -r -a before <<<"$(sample)"; fi
@@ -254,6 +318,8 @@ for r in $(seq "$rounds"); do
             B0) run "B0. MIRROR_BASE, mirroring all" "$port" ;;
             B2) run "B2. spop-mirror $MIRROR_ARGS2" "$port" ;;
             B3) run "B3. spop-mirror $MIRROR_ARGS3" "$port" ;;
+            M) run "M. as A2, mirroring all, compare 0" "$port" ;;
+            K) run "K. as M, comparing ${COMPARE_SHARE:-10}%" "$port" ;;
         esac
         child_cpu > "$dir/w1"
         w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
@@ -314,3 +380,16 @@ for v in "${variants[@]}"; do
     read -r name port pid mport <<<"$v"
     echo "  $name not mirrored (whole run): $(curl -s "http://127.0.0.1:$mport/metrics" | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
 done
+if [ -n "${COMPARE:-}" ]; then
+    # K and M beside A2 (the same path through a backend), per round, then the median.
+    paste "$dir/18205.rps" "$dir/18206.rps" "$dir/18202.rps" | awk '
+        function median(v, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        { m[NR] = 100*$2/$1; k[NR] = 100*$3/$1; km[NR] = 100*$3/$2
+          printf "round %d: A2 %s req/s; M (mirror only) %s = %.0f%% of A2; K (compare) %s = %.0f%% of A2, %.0f%% of M\n", NR, $1, $2, m[NR], $3, k[NR], km[NR] }
+        END { printf "median of the rounds: M keeps %.0f%% of A2, K %.0f%% of A2 and %.0f%% of M\n", median(m, NR), median(k, NR), median(km, NR) }'
+    echo "K compared: $(curl -s http://127.0.0.1:18204/metrics | awk '/^spop_mirror_compare_(total|expired_total|unmatched_total|evicted_total)/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
+    echo "K received: $(metric 18204 spop_mirror_requests_received_total)"
+fi
