@@ -35,8 +35,8 @@
 # COMPARE=1 (set-ups A2, M, K), COMPARE_SHARE (K's percent, default 10).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 # The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
-# in `mode tcp` HAProxy 3.1+ keeps no idle SPOP connection and opens a new
-# one (HELLO, NOTIFY, ACK, reset) for every message (measured on 3.4).
+# a `mode tcp` backend declared before its frontend makes 3.2 and 3.4 open a
+# new connection (HELLO, NOTIFY, ACK, reset) for every message.
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -208,10 +208,18 @@ frontend production_server
     bind 127.0.0.1:18207
     http-request return status 200 content-type text/plain string "ok"
 backend mirroragents_cmp
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18203
 backend mirroragents_m
+.if version_atleast(3.1)
+    mode spop
+.else
     mode tcp
+.endif
     server a1 127.0.0.1:18208
 CFG
     printf 'compare = %s\ncompare_log = "%s"\n[[target]]\nurl = "http://127.0.0.1:18182"\nrole = "candidate"\n' \

@@ -20,8 +20,8 @@
 # Needs: bash .ci/install-haproxy.sh LINE nginx (Debian's packages, unpacked
 # into a cache), and wrk.
 # The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
-# in `mode tcp` HAProxy 3.1+ keeps no idle SPOP connection and opens a new
-# one (HELLO, NOTIFY, ACK, reset) for every message (measured on 3.4).
+# a `mode tcp` backend declared before its frontend makes 3.2 and 3.4 open a
+# new connection (HELLO, NOTIFY, ACK, reset) for every message.
 set -euo pipefail
 secs=${1:-5}
 line=${2:-3.4}
