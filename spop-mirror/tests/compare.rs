@@ -750,7 +750,7 @@ per_version!(async two_instances_halves_meet, two_instances);
 /// agent backend of compare.cfg (`balance roundrobin`), one client at a
 /// time. HAProxy 3.1+ balances each SPOE message on its own, so roundrobin
 /// alternates and a request's two messages land on different instances
-/// (none met in compare-findings.md); on 2.6/3.0 it depends on which agent
+/// (none met in spop-mirror/doc/compare-findings.md); on 2.6/3.0 it depends on which agent
 /// connection is idle. Only reported, except that 3.2 and 3.4 must not
 /// bring every pair together (else compare-2.cfg would be needless there).
 async fn plain_roundrobin(version: Version) {
