@@ -180,6 +180,21 @@ fn survives_restart(version: Version) {
 
 per_version!(agent_survives_haproxy_restart, survives_restart);
 
+/// Serves `agent` on `127.0.0.1:port` on `rt`.
+fn serve<H: haproxy_spop::runtime::Handler>(
+    rt: &tokio::runtime::Runtime,
+    agent: &Agent<H>,
+    port: u16,
+) {
+    let listener = rt
+        .block_on(Listener::bind(
+            &format!("127.0.0.1:{port}").parse().unwrap(),
+        ))
+        .unwrap();
+    let agent = agent.clone();
+    rt.spawn(async move { agent.serve_listener(listener).await });
+}
+
 /// HAProxy's classic SPOE engine (2.6, 3.0) with 128 KB buffers sends a
 /// 100 KB body to an agent that accepts 16 KB frames: in fragments, which the
 /// runtime reassembles. (3.1+ never fragments.)
@@ -209,15 +224,7 @@ fn fragmentation(version: Version) {
                 async move { Ack::new().set_var(VarScope::TRANSACTION, "len", n) }
             }
         });
-    let listener = rt
-        .block_on(Listener::bind(
-            &format!("127.0.0.1:{agent_port}").parse().unwrap(),
-        ))
-        .unwrap();
-    rt.spawn({
-        let agent = agent.clone();
-        async move { agent.serve_listener(listener).await }
-    });
+    serve(&rt, &agent, agent_port);
     let cfg = format!(
         "global\n    tune.bufsize 131072\n    log stderr format raw local0 info\n\
 defaults\n    mode http\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
@@ -286,15 +293,7 @@ fn keeps_connections(version: Version) {
     let agent = Agent::builder().build(|_req: NotifyRequest| async {
         Ack::new().set_var(VarScope::TRANSACTION, "n", 1i32)
     });
-    let listener = rt
-        .block_on(Listener::bind(
-            &format!("127.0.0.1:{agent_port}").parse().unwrap(),
-        ))
-        .unwrap();
-    rt.spawn({
-        let agent = agent.clone();
-        async move { agent.serve_listener(listener).await }
-    });
+    serve(&rt, &agent, agent_port);
     let mode = std::env::var("SPOP_TEST_AGENTS_MODE").unwrap_or_else(|_| {
         ".if version_atleast(3.1)\n    mode spop\n.else\n    mode tcp\n.endif".into()
     });

@@ -116,6 +116,21 @@ type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// Registers a counter family with one label and returns its counters for
+/// `values`, in their order (created at once, so that every value shows,
+/// at 0, from the start).
+fn labelled<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Counters::default();
+    registry.register(name, help, family.clone());
+    values.map(|v| family.get_or_create(&vec![(label, v.to_owned())]).clone())
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -445,22 +460,13 @@ impl CompareMetrics {
             "spop_mirror_compare_queue_full",
             "comparison work (a request to open, an answer) dropped because the comparison thread's queue was full",
         );
-        let bad_family = Counters::default();
-        registry.register(
+        let bad = labelled(
+            registry,
             "spop_mirror_compare_bad_messages",
             "compare messages that could not be read, by kind",
-            bad_family.clone(),
+            "kind",
+            BadMessage::ALL.map(BadMessage::label),
         );
-        let bad = std::array::from_fn(|i| {
-            BadMessage::ALL
-                .get(i)
-                .map(|k| {
-                    bad_family
-                        .get_or_create(&vec![("kind", k.label().to_owned())])
-                        .clone()
-                })
-                .unwrap_or_default()
-        });
         let open = Gauge::default();
         registry.register(
             "spop_mirror_compare_open",
@@ -700,38 +706,20 @@ impl Metrics {
             "requests queued for at least one target",
             accepted.clone(),
         );
-        let dropped_family = Counters::default();
-        registry.register(
+        let dropped = labelled(
+            &mut registry,
             "spop_mirror_requests_dropped",
             "requests not mirrored, by reason (per target: see spop_mirror_target_dropped_total)",
-            dropped_family.clone(),
+            "reason",
+            Reason::ALL.map(Reason::label),
         );
-        let dropped = std::array::from_fn(|i| {
-            Reason::ALL
-                .get(i)
-                .map(|r| {
-                    dropped_family
-                        .get_or_create(&vec![("reason", r.label().to_owned())])
-                        .clone()
-                })
-                .unwrap_or_default()
-        });
-        let bad_family = Counters::default();
-        registry.register(
+        let bad = labelled(
+            &mut registry,
             "spop_mirror_bad_messages",
             "messages that could not become requests, by kind",
-            bad_family.clone(),
+            "kind",
+            BadMessage::ALL.map(BadMessage::label),
         );
-        let bad = std::array::from_fn(|i| {
-            BadMessage::ALL
-                .get(i)
-                .map(|k| {
-                    bad_family
-                        .get_or_create(&vec![("kind", k.label().to_owned())])
-                        .clone()
-                })
-                .unwrap_or_default()
-        });
         let uri_reencoded = Counter::default();
         registry.register(
             "spop_mirror_uri_reencoded",
