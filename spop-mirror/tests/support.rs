@@ -310,3 +310,35 @@ pub async fn send(port: u16, raw: Vec<u8>) -> RawResponse {
         .await
         .unwrap()
 }
+
+/// A temporary directory, removed on drop.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "spop-mirror-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.path(name);
+        // Write then rename, so that a watcher never reads half a file.
+        let tmp = self.path(&format!("{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
