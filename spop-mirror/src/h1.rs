@@ -16,7 +16,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::config::HostRewrite;
 use crate::policy::Policy;
-use crate::request::MirrorRequest;
+use crate::request::{is_value, trim_ows, MirrorRequest};
 
 /// Above this many headers, the `HeaderMap` order is computed with a hash
 /// map instead of comparing each name with the previous ones.
@@ -36,10 +36,6 @@ enum Field<'a> {
     Line(usize),
     /// Content-Length.
     Length,
-}
-
-fn is_value(s: &[u8]) -> bool {
-    s.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// What the request for one target depends on besides the request.
@@ -298,14 +294,14 @@ impl Answers {
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("transfer-encoding") {
                             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                            if trim(last).eq_ignore_ascii_case(b"chunked") {
+                            if trim_ows(last).eq_ignore_ascii_case(b"chunked") {
                                 chunked = true;
                             } else {
                                 other_te = true;
                             }
                         } else if h.name.eq_ignore_ascii_case("content-length") {
                             for part in h.value.split(|&b| b == b',') {
-                                let v = std::str::from_utf8(trim(part))
+                                let v = std::str::from_utf8(trim_ows(part))
                                     .ok()
                                     .and_then(|s| s.parse::<u64>().ok())
                                     .ok_or(AnswerError::Invalid)?;
@@ -316,7 +312,7 @@ impl Answers {
                             }
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             for token in h.value.split(|&b| b == b',') {
-                                let token = trim(token);
+                                let token = trim_ows(token);
                                 if token.eq_ignore_ascii_case(b"close") {
                                     close = true;
                                 } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0
@@ -373,7 +369,7 @@ impl Answers {
                     };
                     let line = rest.get(..end).unwrap_or_default();
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(trim(size))
+                    let size = std::str::from_utf8(trim_ows(size))
                         .ok()
                         .and_then(|s| u64::from_str_radix(s, 16).ok())
                         .ok_or(AnswerError::Invalid)?;
@@ -427,15 +423,6 @@ impl Answers {
 
 fn find_crlf(s: &[u8]) -> Option<usize> {
     s.windows(2).position(|w| w == b"\r\n")
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t');
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
-    match (start, end) {
-        (Some(a), Some(b)) => s.get(a..=b).unwrap_or_default(),
-        _ => &[],
-    }
 }
 
 #[cfg(test)]

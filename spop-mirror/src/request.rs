@@ -373,11 +373,12 @@ fn is_token(s: &[u8]) -> bool {
 }
 
 /// A field value's bytes: anything but controls (HTAB allowed).
-fn is_value(s: &[u8]) -> bool {
+pub(crate) fn is_value(s: &[u8]) -> bool {
     s.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-fn trim_ows(s: &[u8]) -> &[u8] {
+/// `s` without leading and trailing spaces and tabs (HTTP's OWS).
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b' ' && b != b'\t');
     let end = s.iter().rposition(|&b| b != b' ' && b != b'\t');
     match (start, end) {

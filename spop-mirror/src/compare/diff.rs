@@ -10,6 +10,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::json::{self, JsonDifference, PathPattern};
 use super::{cut, Answer, Difference, Field, Report, Settings, ABSENT};
+use crate::request::trim_ows;
 
 /// Compares the candidate's answer with production's.
 ///
@@ -231,21 +232,10 @@ fn by_name<'a>(s: &Settings, a: &'a Answer) -> BTreeMap<String, Vec<&'a Bytes>> 
     map
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
-    let rest = v.get(start..).unwrap_or_default();
-    let end = rest
-        .iter()
-        .rev()
-        .take_while(|b| **b == b' ' || **b == b'\t')
-        .count();
-    rest.get(..rest.len() - end).unwrap_or_default()
-}
-
 /// A `Set-Cookie` value without its expiry: `name=value` then the other
 /// attributes, names lowercased, sorted.
 fn cookie(v: &[u8]) -> String {
-    let text = String::from_utf8_lossy(trim(v));
+    let text = String::from_utf8_lossy(trim_ows(v));
     let mut parts = text.split(';').map(str::trim);
     let first = parts.next().unwrap_or_default().to_owned();
     let mut attrs: Vec<String> = parts
@@ -279,7 +269,7 @@ fn values(name: &str, vals: Option<&Vec<&Bytes>>) -> Option<Vec<String>> {
     } else {
         Some(
             vals.iter()
-                .map(|v| String::from_utf8_lossy(trim(v)).into_owned())
+                .map(|v| String::from_utf8_lossy(trim_ows(v)).into_owned())
                 .collect(),
         )
     }
