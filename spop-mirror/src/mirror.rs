@@ -717,29 +717,29 @@ const BATCH_BYTES: u64 = 64 * 1024;
 
 /// A plain TCP connection to an http:// target (the pipelined path).
 async fn connect_tcp(t: &Target, policy: &Policy) -> Result<tokio::net::TcpStream, TargetError> {
+    tokio::time::timeout(policy.connect_timeout, open_tcp(t, 80))
+        .await
+        .map_err(|_| TargetError::Connect)?
+}
+
+/// A TCP connection (no delay) to the target's host and port (`default_port`
+/// when the URL has none); no deadline: the callers set theirs.
+async fn open_tcp(t: &Target, default_port: u16) -> Result<tokio::net::TcpStream, TargetError> {
     let host = t
         .uri
         .host()
         .unwrap_or("localhost")
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let port = t.uri.port_u16().unwrap_or(80);
-    match tokio::time::timeout(
-        policy.connect_timeout,
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => {
+    let port = t.uri.port_u16().unwrap_or(default_port);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| {
             tracing::debug!(target = %t.uri, error = %e, "connect failed");
-            Err(TargetError::Connect)
-        }
-        Err(_) => Err(TargetError::Connect),
-    }
+            TargetError::Connect
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// A connection's request sender, HTTP/1.1 or h2c.
@@ -775,24 +775,8 @@ impl Sender {
 
 async fn connect(_inner: &Inner, t: &Target) -> Result<Sender, TargetError> {
     let policy = t.policy.load_full();
-    let host = t
-        .uri
-        .host()
-        .unwrap_or("localhost")
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = t
-        .uri
-        .port_u16()
-        .unwrap_or(if policy.tls.is_some() { 443 } else { 80 });
     let connecting = async {
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| {
-                tracing::debug!(target = %t.uri, error = %e, "connect failed");
-                TargetError::Connect
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = open_tcp(t, if policy.tls.is_some() { 443 } else { 80 }).await?;
         match &policy.tls {
             None => Ok((Io::Plain(stream), policy.http2)),
             Some(tls) => match tls.connect(stream).await {
