@@ -34,12 +34,11 @@
 # MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3),
 # COMPARE=1 (set-ups A2, M, K), COMPARE_SHARE (K's percent, default 10).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
-# The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
-# a `mode tcp` backend declared before its frontend makes 3.2 and 3.4 open a
-# new connection (HELLO, NOTIFY, ACK, reset) for every message.
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/agents-backend.sh
+. "$root/benches/agents-backend.sh"
 haproxy=${2:-3.2}
 if [[ $haproxy =~ ^[0-9]\.[0-9]$ ]]; then
     key=SPOP_HAPROXY_${haproxy//./}
@@ -67,13 +66,8 @@ spoe-message mirror
     args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body
     event on-frontend-http-request
 SPOE
-sed 's/mirroragents/mirroragents_down/' "$dir/spoe.conf" > "$dir/spoe-down.conf"
-sed 's/mirroragents/mirroragents_nbari/' "$dir/spoe.conf" > "$dir/spoe-nbari.conf"
-sed 's/mirroragents/mirroragents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
-sed 's/mirroragents/mirroragents_base/' "$dir/spoe.conf" > "$dir/spoe-base.conf"
-sed 's/mirroragents/mirroragents_b2/' "$dir/spoe.conf" > "$dir/spoe-b2.conf"
-sed 's/mirroragents/mirroragents_b3/' "$dir/spoe.conf" > "$dir/spoe-b3.conf"
-cat > "$dir/haproxy.cfg" <<CFG
+{
+    cat <<CFG
 global
     nbthread 1
     tune.bufsize 16384
@@ -85,91 +79,20 @@ defaults
 frontend plain
     bind 127.0.0.1:18180
     http-request return status 200 content-type text/plain string "ok"
-frontend mirrored
-    bind 127.0.0.1:18181
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe.conf
-    http-request return status 200 content-type text/plain string "ok"
-frontend mirrored_down
-    bind 127.0.0.1:18184
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-down.conf
-    http-request return status 200 content-type text/plain string "ok"
-frontend acked_nbari
-    bind 127.0.0.1:18185
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-nbari.conf
-    http-request return status 200 content-type text/plain string "ok"
-frontend acked_ours
-    bind 127.0.0.1:18186
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-ack.conf
-    http-request return status 200 content-type text/plain string "ok"
-frontend mirrored_base
-    bind 127.0.0.1:18187
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-base.conf
-    http-request return status 200 content-type text/plain string "ok"
-frontend mirrored_b2
-    bind 127.0.0.1:18188
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-b2.conf
-    http-request return status 200 content-type text/plain string "ok"
-backend mirroragents_base
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18196
-frontend mirrored_b3
-    bind 127.0.0.1:18189
-    option http-buffer-request
-    filter spoe engine mirror config $dir/spoe-b3.conf
-    http-request return status 200 content-type text/plain string "ok"
-backend mirroragents_b2
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18198
-backend mirroragents_b3
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18200
-backend mirroragents
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18190
-backend mirroragents_down
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18191
-backend mirroragents_nbari
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18194
-backend mirroragents_ack
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18195
 CFG
+    # Each SPOE frontend (answering "ok" itself), its SPOE file and its
+    # agent's backend: "frontend port backend agent-port".
+    for s in "mirrored 18181 mirroragents 18190" "mirrored_down 18184 mirroragents_down 18191" \
+        "acked_nbari 18185 mirroragents_nbari 18194" "acked_ours 18186 mirroragents_ack 18195" \
+        "mirrored_base 18187 mirroragents_base 18196" "mirrored_b2 18188 mirroragents_b2 18198" \
+        "mirrored_b3 18189 mirroragents_b3 18200"; do
+        read -r fe port be agent <<<"$s"
+        sed "s/use-backend mirroragents/use-backend $be/" "$dir/spoe.conf" > "$dir/spoe-$fe.conf"
+        printf 'frontend %s\n    bind 127.0.0.1:%s\n    option http-buffer-request\n    filter spoe engine mirror config %s\n    http-request return status 200 content-type text/plain string "ok"\n' \
+            "$fe" "$port" "$dir/spoe-$fe.conf"
+        agents_backend "$be" "$agent"
+    done
+} > "$dir/haproxy.cfg"
 if [ -n "${COMPARE:-}" ]; then
     # Ports: A2 18205, M 18206, K 18202, production 18207; agents M 18208, K 18203.
     cat > "$dir/spoe-cmp.conf" <<'SPOE'
@@ -207,21 +130,9 @@ backend production
 frontend production_server
     bind 127.0.0.1:18207
     http-request return status 200 content-type text/plain string "ok"
-backend mirroragents_cmp
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18203
-backend mirroragents_m
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a1 127.0.0.1:18208
 CFG
+    agents_backend mirroragents_cmp 18203 >> "$dir/haproxy.cfg"
+    agents_backend mirroragents_m 18208 >> "$dir/haproxy.cfg"
     printf 'compare = %s\ncompare_log = "%s"\n[[target]]\nurl = "http://127.0.0.1:18182"\nrole = "candidate"\n' \
         "${COMPARE_SHARE:-10}" "$dir/differences.ndjson" > "$dir/compare.toml"
     sed 's/^compare = .*/compare = 0/' "$dir/compare.toml" > "$dir/compare-0.toml"

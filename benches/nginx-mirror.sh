@@ -19,13 +19,12 @@
 #   LINE: the HAProxy line (2.6, 3.0, 3.2 or 3.4; default 3.4).
 # Needs: bash .ci/install-haproxy.sh LINE nginx (Debian's packages, unpacked
 # into a cache), and wrk.
-# The agents' backends are `mode spop` on HAProxy 3.1+ (`mode tcp` before):
-# a `mode tcp` backend declared before its frontend makes 3.2 and 3.4 open a
-# new connection (HELLO, NOTIFY, ACK, reset) for every message.
 set -euo pipefail
 secs=${1:-5}
 line=${2:-3.4}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/agents-backend.sh
+. "$root/benches/agents-backend.sh"
 env_file=$root/target/haproxy-paths.env
 haproxy=$(grep -s "^SPOP_HAPROXY_${line//./}=" "$env_file" | cut -d= -f2)
 nginx=$(grep -s "^SPOP_NGINX=" "$env_file" | cut -d= -f2)
@@ -128,35 +127,17 @@ defaults
 backend app
     http-reuse always
     server app 127.0.0.1:18282
-backend agents
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a 127.0.0.1:18290
-backend agents2
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a 127.0.0.1:18291
-backend agents_ack
-.if version_atleast(3.1)
-    mode spop
-.else
-    mode tcp
-.endif
-    server a 127.0.0.1:18292
 frontend plain
     bind 127.0.0.1:18284
     default_backend app
 CFG
-    for f in "mirrored 18285 spoe.conf" "mirrored2 18286 spoe2.conf" "acked 18287 spoe-ack.conf"; do
-        read -r name port conf <<<"$f"
+    # Each SPOE frontend, its SPOE file and its agent's backend.
+    for f in "mirrored 18285 spoe.conf agents 18290" "mirrored2 18286 spoe2.conf agents2 18291" \
+        "acked 18287 spoe-ack.conf agents_ack 18292"; do
+        read -r name port conf be agent <<<"$f"
         printf 'frontend %s\n    bind 127.0.0.1:%s\n    option http-buffer-request\n    filter spoe engine mirror config %s\n    default_backend app\n' \
             "$name" "$port" "$dir/$conf"
+        agents_backend "$be" "$agent"
     done
 } > "$dir/haproxy.cfg"
 "$haproxy" -f "$dir/backends.cfg" -db >"$dir/backends.log" 2>&1 & pids+=($!)
