@@ -21,7 +21,6 @@
 //! ([`CompareTag`]); a target answering sooner leaves its answer in the tag,
 //! and the handler queues it after the `Open`.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -274,7 +273,6 @@ impl Compare {
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             store: Store::new(limits),
-            arrivals: Arrivals::new(limits.deadline, limits.max_entries),
             metrics,
             log,
             log_warned: false,
@@ -425,63 +423,9 @@ impl Compare {
     }
 }
 
-/// When each compared request arrived, by id, for production's latency
-/// (the store measures no time itself). Bounded like the store: at most
-/// `max` ids, each kept until production answers or the deadline passes.
-struct Arrivals {
-    by_id: HashMap<Bytes, Instant>,
-    order: VecDeque<(Instant, Bytes)>,
-    deadline: Duration,
-    max: usize,
-}
-
-impl Arrivals {
-    fn new(deadline: Duration, max: usize) -> Self {
-        Self {
-            by_id: HashMap::new(),
-            order: VecDeque::new(),
-            deadline,
-            max: max.max(1),
-        }
-    }
-
-    fn insert(&mut self, id: Bytes, at: Instant) {
-        while self.order.len() >= self.max {
-            self.pop_oldest();
-        }
-        self.by_id.insert(id.clone(), at);
-        self.order.push_back((at, id));
-    }
-
-    fn pop_oldest(&mut self) {
-        if let Some((at, id)) = self.order.pop_front() {
-            // A repeated id may have a newer arrival: keep that one.
-            if self.by_id.get(&id) == Some(&at) {
-                self.by_id.remove(&id);
-            }
-        }
-    }
-
-    /// Production's answer came: the arrival, forgotten.
-    fn take(&mut self, id: &[u8]) -> Option<Instant> {
-        self.by_id.remove(id)
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while self
-            .order
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.deadline)
-        {
-            self.pop_oldest();
-        }
-    }
-}
-
 /// The comparison thread's state.
 struct Worker {
     store: Store,
-    arrivals: Arrivals,
     metrics: Arc<Metrics>,
     log: Option<DiffLog>,
     log_warned: bool,
@@ -505,7 +449,6 @@ impl Worker {
             if now.saturating_duration_since(last_expiry) >= EXPIRE_EVERY {
                 last_expiry = now;
                 self.store.expire(now, &mut out);
-                self.arrivals.expire(now);
             }
             self.events(&mut out);
         }
@@ -520,8 +463,9 @@ impl Worker {
                 pairs,
                 arrival,
             } => {
-                self.arrivals.insert(id.clone(), arrival);
-                self.store.open(id, request, pairs, now, out);
+                // Opened at the request's arrival: production's latency
+                // is measured from it, and the deadline runs from it.
+                self.store.open(id, request, pairs, arrival, out);
             }
             Command::Answer {
                 id,
@@ -535,8 +479,8 @@ impl Worker {
                 }
                 if side == Side::Production {
                     answer.latency = self
-                        .arrivals
-                        .take(&id)
+                        .store
+                        .opened_at(&id)
                         .map_or(Duration::ZERO, |a| at.saturating_duration_since(a));
                 }
                 self.store.answer(&id, side, answer, &settings, now, out);

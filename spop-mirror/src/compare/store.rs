@@ -130,6 +130,8 @@ struct Target {
 
 struct Entry {
     id: Bytes,
+    /// The `now` of [`Store::open`].
+    opened: Instant,
     key: (Instant, u64),
     request: String,
     production: Slot,
@@ -239,6 +241,12 @@ impl Store {
         self.bytes
     }
 
+    /// When the entry of `id` was opened (the `now` given to
+    /// [`Store::open`]), while it is open.
+    pub fn opened_at(&self, id: &[u8]) -> Option<Instant> {
+        self.entries.get(id).map(|e| e.opened)
+    }
+
     /// When the next entry is due to expire, if any is open.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.order.keys().next().map(|(d, _)| *d)
@@ -318,6 +326,7 @@ impl Store {
             id.clone(),
             Entry {
                 id,
+                opened: now,
                 key,
                 request,
                 production: Slot::Waiting,
@@ -598,6 +607,8 @@ mod tests {
         assert_eq!(t.store.len(), 1);
         assert_eq!(t.store.bytes(), base("id1", "GET /", 1));
         assert_eq!(t.store.next_deadline(), Some(t.at(5000)));
+        assert_eq!(t.store.opened_at(b"id1"), Some(t.at(0)));
+        assert_eq!(t.store.opened_at(b"id2"), None);
         let p = ans(200, r#"{"a":1}"#, 3);
         let p_size = p.size();
         assert_eq!(t.answer("id1", Side::Production, p, 3), vec![]);
@@ -615,6 +626,7 @@ mod tests {
         assert!(t.store.is_empty());
         assert_eq!(t.store.bytes(), 0);
         assert_eq!(t.store.next_deadline(), None);
+        assert_eq!(t.store.opened_at(b"id1"), None);
         // Done: a late answer is unmatched.
         assert_eq!(
             t.answer("id1", Side::Production, ans(200, "", 0), 8),
