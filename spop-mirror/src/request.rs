@@ -57,7 +57,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use haproxy_spop::{ArgError, DataType, Framing, Message};
+use haproxy_spop::{ArgError, Framing, Headers, Message, TypedRef};
 
 /// The argument names of the `mirror` message.
 #[derive(Debug, Clone)]
@@ -395,43 +395,83 @@ fn lower(name: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// A STRING or BINARY argument's bytes, as `Message::bytes` reads them.
+fn bytes_of(v: Option<TypedRef<'_>>) -> Result<&[u8], ArgError> {
+    let v = v.ok_or(ArgError::Missing)?;
+    v.as_bytes().ok_or(ArgError::WrongType {
+        expected: "STRING or BINARY",
+        found: v.data_type(),
+    })
+}
+
 /// Rebuilds the request carried by `msg` (see the module's policy).
 ///
 /// # Errors
 ///
 /// The kind of [`BadMessage`].
-pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMessage> {
-    let method = msg.bytes(&names.method).map_err(BadMessage::from_arg)?;
-    let url = msg.bytes(&names.path).map_err(BadMessage::from_arg)?;
-    let version = msg.bytes(&names.version).unwrap_or_default();
-    let headers = msg.headers(&names.headers).map_err(BadMessage::from_arg)?;
+pub fn build<'a>(msg: &Message<'a>, names: &ArgNames) -> Result<MirrorRequest, BadMessage> {
+    // One pass over the arguments, as borrowed views (the first of each
+    // name counts, as `Message::arg` has it).
+    let (mut method, mut url, mut version, mut hdrs, mut body, mut body_size) =
+        (None, None, None, None, None, None);
+    let first = |slot: &mut Option<TypedRef<'a>>, v: TypedRef<'a>| {
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    };
+    let body_size_name = names.body_size.as_deref().map(str::as_bytes);
+    for (name, value) in msg.args_ref() {
+        if name == names.method.as_bytes() {
+            first(&mut method, value);
+        }
+        if name == names.path.as_bytes() {
+            first(&mut url, value);
+        }
+        if name == names.version.as_bytes() {
+            first(&mut version, value);
+        }
+        if name == names.headers.as_bytes() {
+            first(&mut hdrs, value);
+        }
+        if name == names.body.as_bytes() {
+            first(&mut body, value);
+        }
+        if Some(name) == body_size_name {
+            first(&mut body_size, value);
+        }
+    }
+    let method = bytes_of(method).map_err(BadMessage::from_arg)?;
+    let url = bytes_of(url).map_err(BadMessage::from_arg)?;
+    let version = bytes_of(version).unwrap_or_default();
+    let headers = bytes_of(hdrs).map_err(BadMessage::from_arg)?;
+    // Validated where it lies: the one copy is the compact one below.
+    let headers = msg
+        .slice_ref(headers)
+        .ok_or(BadMessage::BadHeaders)
+        .and_then(|b| Headers::decode(b).map_err(|_| BadMessage::BadHeaders))?;
     // No body argument, or a NULL one, is an empty body.
-    let body = match msg.bytes(&names.body) {
-        Ok(b) => b,
-        Err(ArgError::Missing) => Bytes::new(),
-        Err(ArgError::WrongType { found, .. }) if found == DataType::NULL => Bytes::new(),
-        Err(e) => return Err(BadMessage::from_arg(e)),
+    let body: &[u8] = match body {
+        None | Some(TypedRef::Null) => b"",
+        v => bytes_of(v).map_err(BadMessage::from_arg)?,
     };
     // The body's true size, when configured and given as an integer.
-    let body_size = names
-        .body_size
-        .as_deref()
-        .and_then(|n| msg.int(n).ok())
+    let body_size = body_size
+        .and_then(|v| v.as_i64())
         .and_then(|n| u64::try_from(n).ok());
 
-    if !is_token(&method) {
+    if !is_token(method) {
         return Err(BadMessage::BadMethod);
     }
-    let (path, uri_reencoded) = origin_form(&url)?;
-    let version: &[u8] = if version.len() <= 16 && is_value(&version) {
-        &version
+    let (path, uri_reencoded) = origin_form(url)?;
+    let version: &[u8] = if version.len() <= 16 && is_value(version) {
+        version
     } else {
         b""
     };
 
     // First pass: the Connection tokens (a set: linear in all).
     let mut named_by_connection: HashSet<Vec<u8>> = HashSet::new();
-    for (name, value) in headers.iter() {
+    for (name, value) in headers.iter_ref() {
         if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
                 let token = trim_ows(token);
@@ -442,17 +482,17 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
         }
     }
     // Second pass: validate, classify, measure.
-    let mut kept: Vec<(Bytes, Bytes)> = Vec::new();
-    let mut host: Option<Bytes> = None;
+    let mut kept: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len());
+    let mut host: Option<&[u8]> = None;
     let mut size = method.len() + path.len() + version.len() + body.len();
-    for (name, value) in headers.iter() {
-        if !is_token(&name) {
+    for (name, value) in headers.iter_ref() {
+        if !is_token(name) {
             return Err(BadMessage::BadHeaders);
         }
-        if !is_value(&value) {
+        if !is_value(value) {
             return Err(BadMessage::BadHeaders);
         }
-        let lname = lower(&name);
+        let lname = lower(name);
         let lname: &[u8] = &lname;
         if lname == b"content-length" || lname == b"transfer-encoding" {
             // Checked below, with the library's framing rules.
@@ -491,10 +531,10 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
             end: buf.len() as u32,
         }
     };
-    let method = put(&mut buf, &method);
+    let method = put(&mut buf, method);
     let path = put(&mut buf, &path);
     let version = put(&mut buf, version);
-    let host = host.map(|h| put(&mut buf, &h));
+    let host = host.map(|h| put(&mut buf, h));
     let mut spans = Vec::with_capacity(kept.len());
     for (name, value) in &kept {
         let n = put(&mut buf, name);
@@ -506,7 +546,7 @@ pub fn build(msg: &Message<'_>, names: &ArgNames) -> Result<MirrorRequest, BadMe
         });
     }
     drop(kept);
-    let body_span = put(&mut buf, &body);
+    let body_span = put(&mut buf, body);
     Ok(MirrorRequest {
         buf: Bytes::from(buf),
         method,

@@ -102,6 +102,13 @@ impl Headers {
         }
     }
 
+    /// The headers in order, borrowed: like [`Headers::iter`], with names
+    /// and values as slices of the block (no reference count per header),
+    /// for looking at every header as cheaply as possible.
+    pub fn iter_ref(&self) -> HeaderRefIter<'_> {
+        HeaderRefIter(self.iter())
+    }
+
     /// The value of the first header with this name (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<Bytes> {
         self.iter()
@@ -180,6 +187,32 @@ impl Iterator for HeaderIter<'_> {
 
 impl ExactSizeIterator for HeaderIter<'_> {}
 
+/// Iterator over the borrowed `(name, value)` pairs of a [`Headers`] block
+/// ([`Headers::iter_ref`]).
+#[derive(Clone, Debug)]
+pub struct HeaderRefIter<'a>(HeaderIter<'a>);
+
+impl<'a> Iterator for HeaderRefIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let it = &mut self.0;
+        if it.left == 0 {
+            return None;
+        }
+        it.left -= 1;
+        let name = it.reader.string_ref("header name").ok()?;
+        let value = it.reader.string_ref("header value").ok()?;
+        Some((name, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for HeaderRefIter<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,13 +254,16 @@ mod tests {
             let pairs: Vec<_> = pairs.into_iter().map(|(mut n, v)| { n.push(b'x'); (n, v) }).collect();
             let h = Headers::decode(Headers::encode(pairs.iter().map(|(n, v)| (n, v)))).unwrap();
             let back: Vec<(Vec<u8>, Vec<u8>)> = h.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
-            proptest::prop_assert_eq!(back, pairs);
+            proptest::prop_assert_eq!(&back, &pairs);
+            let borrowed: Vec<(Vec<u8>, Vec<u8>)> = h.iter_ref().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(borrowed, pairs);
         }
 
         #[test]
         fn never_panics(block: Vec<u8>) {
             if let Ok(h) = Headers::decode(Bytes::from(block)) {
                 proptest::prop_assert_eq!(h.iter().count(), h.len());
+                proptest::prop_assert_eq!(h.iter_ref().count(), h.len());
             }
         }
     }

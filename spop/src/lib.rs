@@ -92,7 +92,7 @@ pub use frame::{
     Ack, Action, AgentHello, Args, ArgsRef, Capabilities, Disconnect, Flags, Frame, FrameBody,
     FrameType, HaproxyHello, Message, Messages, Metadata, Notify, NotifyBuilder, VarScope,
 };
-pub use hdrs::{HeaderIter, Headers};
+pub use hdrs::{HeaderIter, HeaderRefIter, Headers};
 pub use hdrs_build::{base64, HeaderNames, HeadersBuilder, InvalidHeader};
 pub use request::{Framing, RequestArgs, RequestError, RequestView};
 pub use status::Status;

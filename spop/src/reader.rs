@@ -27,6 +27,11 @@ fn truncated(what: &'static str) -> DecodeError {
 
 impl<'a> Reader<'a> {
     #[inline]
+    /// The whole buffer this reader reads.
+    pub(crate) const fn bytes(&self) -> &'a Bytes {
+        self.buf
+    }
+
     pub(crate) fn new(buf: &'a Bytes) -> Self {
         Self {
             buf,

@@ -164,11 +164,11 @@ impl Framing {
     /// `chunked`.
     pub fn of(headers: &Headers) -> Result<Self, RequestError> {
         let mut framing = Self::default();
-        for (name, value) in headers.iter() {
+        for (name, value) in headers.iter_ref() {
             if name.eq_ignore_ascii_case(b"content-length") {
-                content_length(&value, &mut framing.content_length)?;
+                content_length(value, &mut framing.content_length)?;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                if framing.chunked || !trim_ows(&value).eq_ignore_ascii_case(b"chunked") {
+                if framing.chunked || !trim_ows(value).eq_ignore_ascii_case(b"chunked") {
                     return Err(RequestError::TransferEncoding);
                 }
                 framing.chunked = true;

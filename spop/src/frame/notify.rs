@@ -217,6 +217,37 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_views_become_shared_bytes_of_the_frame() {
+        let n = Notify::builder()
+            .message("m")
+            .arg("a", "first")
+            .arg("b", Bytes::from_static(b"second"))
+            .build()
+            .unwrap();
+        let m = n.message("m").unwrap();
+        for (name, value) in m.args_ref() {
+            let view = value.as_bytes().unwrap();
+            let shared = m.slice_ref(view).unwrap();
+            assert_eq!(&shared[..], view);
+            assert_eq!(shared.as_ptr(), view.as_ptr(), "no copy");
+            assert_eq!(
+                Some(shared),
+                m.bytes(std::str::from_utf8(name).unwrap()).ok()
+            );
+        }
+        // The empty view at the very end, and slices of other memory.
+        let payload = n.payload();
+        assert_eq!(
+            m.slice_ref(&payload[payload.len()..]).as_deref(),
+            Some(&b""[..])
+        );
+        let elsewhere = b"second".to_vec();
+        assert_eq!(m.slice_ref(&elsewhere), None);
+        let longer = payload.to_vec();
+        assert_eq!(m.slice_ref(&longer), None);
+    }
+
+    #[test]
     fn scan_agrees_on_structured_inputs() {
         // Random bytes rarely form messages: also mutate a valid NOTIFY.
         let valid = Notify::builder()
@@ -338,6 +369,21 @@ impl<'a> Message<'a> {
     /// value), for looking at every argument as cheaply as possible.
     pub fn args_ref(&self) -> ArgsRef<'a> {
         ArgsRef(self.args())
+    }
+
+    /// A `Bytes` view of the frame for `view`, a slice borrowed from this
+    /// message (from [`Message::args_ref`] or [`Message::arg_ref`]): one
+    /// reference count, no copy, as [`Bytes::slice_ref`] does; `None` if
+    /// `view` does not lie in the frame.
+    pub fn slice_ref(&self, view: &[u8]) -> Option<Bytes> {
+        let frame = self.args.bytes();
+        let base = frame.as_ptr() as usize;
+        let start = (view.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(view.len())?;
+        if end > frame.len() {
+            return None;
+        }
+        Some(frame.slice(start..end))
     }
 
     /// The value of the first argument with this name.
