@@ -138,7 +138,9 @@ pub struct Config {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// Requests in flight at once per target.
+    /// Requests in flight at once per target: so many connections, one
+    /// request at a time each; with --pipeline N, max-concurrency / N
+    /// connections (at least one) of up to N requests each.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_concurrency: usize,
 
@@ -299,15 +301,21 @@ pub struct Config {
     #[arg(skip)]
     pub args: Vec<OsString>,
 
-    /// HTTP/1.1 pipelining: each connection to a target writes up to N
-    /// queued requests at once (at most 64 KiB of them past the first) and
-    /// reads their answers in order, with spop-mirror's own HTTP/1.1 writer
-    /// (the same bytes as hyper's), under one --request-timeout per batch;
-    /// up to --max-concurrency × N requests are then in flight per target.
-    /// 0 (the default) sends one request at a time with hyper. Mirrored
-    /// requests are never resent: those a target drops mid-pipeline are
-    /// counted as errors. Ignored with --http2. Also a per-target
-    /// setting (`pipeline` in a `[[target]]` table).
+    /// HTTP/1.1 pipelining: each connection to a target keeps up to N
+    /// requests in flight, writes the queued ones together (at most 64 KiB
+    /// of them past the first) without waiting for earlier answers, and
+    /// reads the answers in order, with spop-mirror's own HTTP/1.1 writer
+    /// (the same bytes as hyper's); each request has --request-timeout from
+    /// when it is written. Answers are read when the connection next writes,
+    /// or every millisecond while requests are in flight, so the latency
+    /// histogram of a pipelined target is up to 1 ms coarse. Pipelined
+    /// connections run on the SPOP thread (they never wait). A target
+    /// has --max-concurrency / N of them (at least one), so up to
+    /// --max-concurrency requests (N if more) are in flight. 0 (the
+    /// default) sends one request at a time with hyper. Mirrored requests
+    /// are never resent: those a target drops mid-pipeline are counted as
+    /// errors. Plain http:// targets only; ignored with --http2. Also a
+    /// per-target setting (`pipeline` in a `[[target]]` table).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 

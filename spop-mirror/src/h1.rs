@@ -208,9 +208,13 @@ enum State {
 /// Reads the answers of requests sent in order on one connection.
 #[derive(Debug)]
 pub(crate) struct Answers {
-    /// Bytes received and not consumed yet (from `pos`).
-    pub(crate) buf: Vec<u8>,
+    /// The read buffer: bytes `pos..end` are received and not consumed yet.
+    /// Always initialized (reads go straight into it); it grows past
+    /// [`READ_CHUNK`] only while a head is longer than that, never past
+    /// [`MAX_HEAD`] + [`READ_CHUNK`].
+    buf: Vec<u8>,
     pos: usize,
+    end: usize,
     state: State,
     status: u16,
     /// The answer being read says `Connection: close` (or is HTTP/1.0
@@ -218,11 +222,15 @@ pub(crate) struct Answers {
     closing: bool,
 }
 
+/// How much room each read of answers has, at least.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
 impl Default for Answers {
     fn default() -> Self {
         Self {
-            buf: Vec::with_capacity(8192),
+            buf: vec![0; READ_CHUNK],
             pos: 0,
+            end: 0,
             state: State::Head,
             status: 0,
             closing: false,
@@ -231,28 +239,48 @@ impl Default for Answers {
 }
 
 impl Answers {
-    /// Forgets everything (a new connection).
-    pub(crate) fn reset(&mut self) {
-        self.buf.clear();
-        self.pos = 0;
-        self.state = State::Head;
-        self.closing = false;
-    }
-
     /// The answer just completed said the connection ends.
     pub(crate) const fn closing(&self) -> bool {
         self.closing
     }
 
-    /// Room to read into: the buffer grown by at least `n` bytes of spare
-    /// capacity (consumed bytes dropped first).
-    pub(crate) fn compact(&mut self) {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+    /// Bytes received that no answer has consumed yet.
+    pub(crate) const fn buffered(&self) -> usize {
+        self.end.saturating_sub(self.pos)
+    }
+
+    /// Room to read into (at least a quarter of [`READ_CHUNK`] unless a
+    /// head over [`MAX_HEAD`] is being read, which [`Answers::next`]
+    /// refuses first): consumed bytes are dropped, and the buffer grows
+    /// for a long head. Report what was read with [`Answers::filled`].
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        if self.pos == self.end {
             self.pos = 0;
-        } else if self.pos > self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
+            self.end = 0;
+            self.shrink();
+        } else if self.pos > 0
+            && (self.buf.len() - self.end < READ_CHUNK / 4 || self.pos > self.buf.len() / 2)
+        {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            let grown = (self.buf.len() * 2).min(MAX_HEAD + READ_CHUNK);
+            self.buf.resize(grown, 0);
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// `n` bytes were read into [`Answers::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Gives back the memory a long head took, once it is consumed.
+    fn shrink(&mut self) {
+        if self.buf.len() > READ_CHUNK && self.pos == self.end {
+            self.buf = vec![0; READ_CHUNK];
         }
     }
 
@@ -270,7 +298,7 @@ impl Answers {
     /// more bytes are needed.
     pub(crate) fn next(&mut self, head: bool) -> Result<Option<u16>, AnswerError> {
         loop {
-            let rest = self.buf.get(self.pos..).unwrap_or_default();
+            let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
             match self.state {
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -413,7 +441,7 @@ impl Answers {
                     }
                 }
                 State::UntilClose => {
-                    self.pos = self.buf.len();
+                    self.pos = self.end;
                     return Ok(None);
                 }
             }
@@ -595,14 +623,18 @@ mod tests {
         assert_eq!(ours(&c, &r), hyper_bytes(&c, &r).await);
     }
 
-    fn feed(a: &mut Answers, bytes: &[u8]) {
-        a.compact();
-        a.buf.extend_from_slice(bytes);
+    fn feed(a: &mut Answers, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let spare = a.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            a.filled(n);
+            bytes = &bytes[n..];
+        }
     }
 
     #[test]
     fn answers_are_counted_by_their_framing() {
-        let mut a = Answers::default();
         let stream: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
             HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\
             HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n\
@@ -611,7 +643,7 @@ mod tests {
             HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         // Byte by byte, then all at once: the same answers.
         for step in [1, stream.len()] {
-            a.reset();
+            let mut a = Answers::default();
             let mut got = Vec::new();
             let heads = [false, false, false, true, false];
             for piece in stream.chunks(step) {

@@ -19,6 +19,7 @@ pub mod config;
 mod h1;
 pub mod metrics;
 pub mod mirror;
+mod pipeline;
 pub mod policy;
 pub mod reload;
 pub mod request;

@@ -314,6 +314,11 @@ impl TargetMetrics {
         self.in_flight.inc_by(delta);
     }
 
+    /// Requests sent to this target and not answered yet.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     /// Requests waiting in this target's queue.
     pub fn queue_depth(&self) -> i64 {
         self.queue_depth.get()

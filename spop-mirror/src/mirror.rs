@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use crate::comparing::CompareTag;
 use crate::config::{HostRewrite, Role};
 use crate::metrics::{Metrics, Reason, TargetError, TargetMetrics};
+use crate::pipeline::{Lost, Pipe};
 use crate::policy::{Policy, TargetSet};
 use crate::request::MirrorRequest;
 
@@ -80,6 +81,8 @@ struct Inner {
     rng: AtomicU64,
     epoch: Instant,
     shutdown: watch::Sender<bool>,
+    /// Where pipelined targets' workers run (`None`: the current runtime).
+    pipelined_on: Option<tokio::runtime::Handle>,
 }
 
 /// A handle on the engine; cheap to clone.
@@ -111,6 +114,25 @@ impl Mirror {
     /// Starts `max_concurrency` workers per target (on the current tokio
     /// runtime).
     pub fn start(set: TargetSet, metrics: Arc<Metrics>) -> (Self, Workers) {
+        Self::start_with(set, metrics, None)
+    }
+
+    /// As [`Mirror::start`], with the workers of pipelined targets
+    /// (`pipeline = N`, now and after reloads) on the runtime of
+    /// `pipelined_on` rather than the current one.
+    ///
+    /// spop-mirror runs them on the SPOP thread. A pipelined worker never
+    /// waits on its target (non-blocking writes, answers read when it next
+    /// writes or on a 1 ms tick), so its work per turn is bounded: encoding
+    /// the requests of one batch, one write, one read. On that thread a
+    /// batch goes out right after the ACKs of the NOTIFYs it came in,
+    /// without waking another thread. The runtime must outlive
+    /// [`Workers::drain`].
+    pub fn start_with(
+        set: TargetSet,
+        metrics: Arc<Metrics>,
+        pipelined_on: Option<tokio::runtime::Handle>,
+    ) -> (Self, Workers) {
         let (shutdown, _) = watch::channel(false);
         metrics.config_loaded(set.generation, set.loaded_at);
         let set = Arc::new(set);
@@ -124,6 +146,7 @@ impl Mirror {
             rng: AtomicU64::new(seed()),
             epoch: Instant::now(),
             shutdown,
+            pipelined_on,
         });
         let targets = set
             .targets
@@ -397,11 +420,22 @@ fn start_target(inner: &Arc<Inner>, policy: Arc<Policy>) -> Arc<Target> {
     // them at once with `--pipeline` (plain http:// HTTP/1.1 targets).
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let pipelined = policy.pipeline > 0 && !policy.http2 && policy.tls.is_none();
+    // A pipelined connection carries up to `pipeline` requests at once: so
+    // many fewer connections keep `max_concurrency` requests in flight.
+    let workers = if pipelined {
+        (policy.max_concurrency / policy.pipeline).max(1)
+    } else {
+        policy.max_concurrency
+    };
     if let Ok(mut tasks) = inner.tasks.lock() {
-        for _ in 0..policy.max_concurrency {
+        for _ in 0..workers {
             let (inner, t, rx) = (Arc::clone(inner), Arc::clone(&t), Arc::clone(&rx));
             if pipelined {
-                tasks.spawn(pipeline_worker(inner, t, rx, policy.pipeline));
+                let worker = pipeline_worker(Arc::clone(&inner), t, rx, policy.pipeline);
+                match &inner.pipelined_on {
+                    Some(rt) => tasks.spawn_on(worker, rt),
+                    None => tasks.spawn(worker),
+                };
             } else {
                 tasks.spawn(connection_worker(inner, t, rx));
             }
@@ -565,27 +599,81 @@ async fn next_batch(
 }
 
 /// One connection to a target with spop-mirror's own HTTP/1.1 writer
-/// (`--pipeline N`): takes up to `depth` requests off the target's queue at
-/// once, writes them in one go (each with the target's policy applied: Host,
-/// header edits and redaction, the loop marker, exactly as the hyper path
-/// does), and reads their answers in order, all under one deadline (the
-/// request timeout, from the write). Requests the connection loses (closed,
-/// timed out, a bad answer) are counted as errors and never resent; the
-/// connection is then dropped.
+/// (`--pipeline N`): takes requests off the target's queue as they come, up
+/// to `depth` in flight on the connection, and writes each batch in one go
+/// (each request with the target's policy applied: Host, header edits and
+/// redaction, the loop marker, exactly as the hyper path does) without
+/// waiting for the answers of the previous ones. Answers are read when the
+/// next batch goes out, or on a tick of [`ANSWER_TICK`] while requests are
+/// in flight (the socket is not watched, see [`crate::pipeline`]); each
+/// request has the request timeout from its hand-over. Requests the
+/// connection loses (closed, timed out, a bad answer) are counted as errors
+/// and never resent; the connection is then dropped.
 async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth: usize) {
-    use tokio::io::AsyncWriteExt;
-    let mut conn: Option<tokio::net::TcpStream> = None;
+    let depth = depth.max(1);
+    let mut pipe: Option<Pipe> = None;
     let mut shutdown = inner.shutdown.subscribe();
     let mut retired = t.retired.subscribe();
     let mut batch: Vec<Arc<Queued>> = Vec::with_capacity(depth);
-    let mut heads: Vec<bool> = Vec::with_capacity(depth);
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut answers = crate::h1::Answers::default();
+    let mut tick = tokio::time::interval(ANSWER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let tm = &*t.m;
+    let mut open = true;
+    let mut serviced = Instant::now();
     loop {
-        batch.clear();
-        if !next_batch(&queue, &mut shutdown, &mut retired, depth, &mut batch).await {
+        let busy = pipe
+            .as_ref()
+            .is_some_and(|p| p.in_flight() > 0 || p.writing());
+        if !open && !busy {
             break;
+        }
+        let room = match &pipe {
+            Some(p) if p.writing() => 0,
+            Some(p) => depth.saturating_sub(p.in_flight()),
+            None => depth,
+        };
+        batch.clear();
+        let policy = t.policy.load_full();
+        let ticked = match pipe.as_mut() {
+            // More requests, and answers looked at by the way (or on the
+            // tick when no request comes).
+            _ if open && room > 0 => tokio::select! {
+                biased;
+                more = next_batch(&queue, &mut shutdown, &mut retired, room, &mut batch) => {
+                    open = more;
+                    false
+                }
+                _ = tick.tick(), if busy => true,
+            },
+            // The connection cannot take more (or the queue is closed):
+            // wait for its answers, or room to write, up to its deadline.
+            Some(p) => {
+                let deadline = p
+                    .oldest()
+                    .map_or_else(Instant::now, |at| at + policy.request_timeout);
+                if let Err(e) = p.ready(deadline).await {
+                    lose(p, tm, e);
+                    pipe = None;
+                }
+                false
+            }
+            None => continue,
+        };
+        // What the connection has for us: answers, a deadline passed, output
+        // that now fits. Under load every batch looks, and the tick has
+        // nothing to add.
+        let now = Instant::now();
+        if let Some(p) = pipe.as_mut() {
+            if !ticked || now.saturating_duration_since(serviced) >= ANSWER_TICK / 2 {
+                serviced = now;
+                if let Err(e) = service(p, tm, policy.request_timeout, now) {
+                    lose(p, tm, e);
+                    pipe = None;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         tm.queue(-(batch.len() as i64));
         if t.down.load(Relaxed) {
@@ -594,24 +682,17 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
             }
             continue;
         }
-        // A kept connection the target closed meanwhile (its readiness is
-        // known without a system call): connect again rather than lose the
-        // batch on it.
-        if let Some(s) = &conn {
-            let mut probe = [0u8; 1];
-            match s.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                _ => conn = None,
-            }
-        }
-        let policy = t.policy.load_full();
-        if conn.is_none() {
+        if pipe.is_none() {
             let attempt = inner.epoch.elapsed().as_millis() as u64;
-            match connect_tcp(&t, &policy).await {
-                Ok(s) => {
-                    answers.reset();
-                    conn = Some(s);
-                }
+            let opened = match connect_tcp(&t, &policy).await {
+                Ok(s) => s
+                    .into_std()
+                    .and_then(Pipe::new)
+                    .map_err(|_| TargetError::Connect),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(p) => pipe = Some(p),
                 Err(e) => {
                     for _ in &batch {
                         tm.error(e);
@@ -621,95 +702,70 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
                 }
             }
         }
-        let Some(stream) = conn.as_mut() else {
+        let Some(p) = pipe.as_mut() else {
             continue;
         };
-        out.clear();
-        heads.clear();
+        let now = Instant::now();
+        let mut sent = 0;
         {
             let live = inner.live.load();
-            let marker = live.set.loop_marker.as_ref();
+            let target = crate::h1::Target {
+                policy: &policy,
+                loop_marker: live.set.loop_marker.as_ref(),
+                prefix: &t.prefix,
+                authority: t.authority.as_bytes(),
+            };
             for q in &batch {
-                let target = crate::h1::Target {
-                    policy: &policy,
-                    loop_marker: marker,
-                    prefix: &t.prefix,
-                    authority: t.authority.as_bytes(),
-                };
-                if crate::h1::encode(&target, &q.req, &mut out) {
-                    heads.push(q.req.method() == "HEAD");
+                if crate::h1::encode(&target, &q.req, p.output()) {
+                    p.sent(q.req.method() == "HEAD", now);
+                    sent += 1;
                 } else {
                     tm.error(TargetError::Other);
                 }
             }
         }
-        // The requests' memory is released once written.
+        // The requests' memory is released once encoded.
         batch.clear();
-        let sent = heads.len();
-        if sent == 0 {
-            continue;
-        }
-        tm.flight(sent as i64);
-        let start = Instant::now();
-        let mut answered = 0;
-        let outcome = tokio::time::timeout(policy.request_timeout, async {
-            stream.write_all(&out).await.map_err(|_| ())?;
-            while answered < sent {
-                loop {
-                    match answers.next(heads.get(answered).copied().unwrap_or(false)) {
-                        Ok(Some(status)) => {
-                            tm.response(status, start.elapsed());
-                            answered += 1;
-                            if answers.closing() {
-                                return Err(());
-                            }
-                            if answered == sent {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => return Err(()),
-                    }
-                }
-                if answered == sent {
-                    break;
-                }
-                answers.compact();
-                let n = tokio::io::AsyncReadExt::read_buf(stream, &mut answers.buf)
-                    .await
-                    .map_err(|_| ())?;
-                if n == 0 {
-                    if let Some(status) = answers.eof() {
-                        tm.response(status, start.elapsed());
-                        answered += 1;
-                    }
-                    return Err(());
-                }
-            }
-            Ok(())
-        })
-        .await;
-        tm.flight(-(sent as i64));
-        if out.capacity() > 4 * BATCH_BYTES as usize {
-            // A large body passed: give its memory back.
-            out = Vec::with_capacity(16 * 1024);
-        }
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(())) => {
-                for _ in answered..sent {
-                    tm.error(TargetError::Other);
-                }
-                conn = None;
-            }
-            Err(_) => {
-                for _ in answered..sent {
-                    tm.error(TargetError::Timeout);
-                }
-                conn = None;
-            }
+        tm.flight(sent);
+        if let Err(e) = p.flush() {
+            lose(p, tm, e);
+            pipe = None;
         }
     }
+}
+
+/// How often a pipelined connection with requests in flight looks for
+/// their answers when no new request comes.
+const ANSWER_TICK: Duration = Duration::from_millis(1);
+
+/// Counts the answers a pipelined connection has, gives up on it if its
+/// oldest request is past the timeout, and writes pending output.
+fn service(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) -> Result<(), Lost> {
+    p.read_answers(now, |status, took| {
+        tm.response(status, took);
+        tm.flight(-1);
+    })?;
+    if p.oldest()
+        .is_some_and(|at| now.saturating_duration_since(at) >= timeout)
+    {
+        return Err(Lost::TimedOut);
+    }
+    p.flush()
+}
+
+/// Counts the requests a lost pipelined connection had in flight.
+fn lose(p: &Pipe, tm: &TargetMetrics, why: Lost) {
+    let kind = if why == Lost::TimedOut {
+        TargetError::Timeout
+    } else {
+        TargetError::Other
+    };
+    let n = p.in_flight();
+    for _ in 0..n {
+        tm.error(kind);
+    }
+    tm.flight(-(n as i64));
+    tracing::debug!(lost = n, why = ?why, "pipelined connection given up");
 }
 
 /// A pipelined batch stops growing past this many bytes of requests.
@@ -1203,6 +1259,114 @@ mod tests {
         mirror.close();
         assert!(workers.drain(Duration::from_secs(5)).await);
         drop((l1, l2));
+    }
+
+    /// `--pipeline` with its workers on a runtime of their own (as on the
+    /// SPOP thread): at most N requests in flight on the connection, more
+    /// written as answers come without waiting for a whole batch; requests
+    /// unanswered past the timeout are counted as timeouts and the
+    /// connection is dropped; at shutdown the answers of requests in flight
+    /// are still awaited and counted.
+    #[tokio::test]
+    async fn pipelined_window_timeout_and_drain() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) {
+            let mut got = vec![0u8; n];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        async fn nothing_more(s: &mut tokio::net::TcpStream) {
+            let mut b = [0u8; 1];
+            let more = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await;
+            assert!(more.is_err(), "nothing past the window: {more:?}");
+        }
+        async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !ok() {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let u = format!("http://{}", l.local_addr().unwrap());
+        let args = [
+            "spop-mirror",
+            "--target",
+            &u,
+            "--pipeline",
+            "4",
+            "--max-concurrency",
+            "1",
+            "--request-timeout",
+            "1s",
+        ];
+        let set = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
+        let c = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
+        let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
+        let target = crate::h1::Target {
+            policy: &c.targets[0],
+            loop_marker: c.loop_marker.as_ref(),
+            prefix: "",
+            authority: authority.as_bytes(),
+        };
+        let req = request(&[(b"host", b"h")]);
+        let mut one = Vec::new();
+        assert!(crate::h1::encode(&target, &req, &mut one));
+        let len = one.len();
+        // The workers' runtime, on a thread of its own.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || rt.block_on(released));
+        let metrics = Metrics::new([u.clone()]);
+        let (mirror, workers) = Mirror::start_with(set, Arc::clone(&metrics), Some(handle));
+        let tm = &metrics.targets()[0];
+        const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
+        for _ in 0..6 {
+            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        }
+        let (mut s, _) = l.accept().await.unwrap();
+        read_exactly(&mut s, 4 * len).await;
+        nothing_more(&mut s).await;
+        assert_eq!(tm.in_flight(), 4);
+        // Two answers make room for the last two.
+        s.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
+        read_exactly(&mut s, 2 * len).await;
+        nothing_more(&mut s).await;
+        until("two answered", || tm.responses(2) == 2).await;
+        // The other four are never answered: timeouts, connection dropped.
+        until("four timed out", || tm.errors(TargetError::Timeout) == 4).await;
+        assert_eq!(tm.in_flight(), 0);
+        let mut b = [0u8; 1];
+        let eof = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+        assert!(
+            matches!(eof, Ok(Ok(0))),
+            "the connection is closed: {eof:?}"
+        );
+        // Shutdown with two requests in flight: their answers still count.
+        for _ in 0..2 {
+            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        }
+        let (mut s, _) = l.accept().await.unwrap();
+        read_exactly(&mut s, 2 * len).await;
+        mirror.close();
+        let drain = tokio::spawn(workers.drain(Duration::from_secs(5)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!drain.is_finished(), "drain waits for the answers");
+        s.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
+        assert!(drain.await.unwrap(), "drained in time");
+        assert_eq!(tm.responses(2), 4);
+        assert_eq!(tm.errors(TargetError::Timeout), 4);
+        assert_eq!(tm.errors(TargetError::Other), 0);
+        assert_eq!(tm.in_flight(), 0);
+        drop(release);
+        thread.join().unwrap().unwrap_err();
     }
 
     /// `--pipeline`: the queued requests go out in one write, byte for byte

@@ -55,8 +55,8 @@ pub struct Policy {
     pub http1_only: bool,
     /// TLS, for https:// targets.
     pub tls: Option<crate::tls::Client>,
-    /// HTTP/1.1 requests written at once per connection with spop-mirror's
-    /// own writer (`--pipeline`; 0: hyper, one at a time). Used for plain
+    /// HTTP/1.1 requests in flight per connection with spop-mirror's own
+    /// writer (`--pipeline`; 0: hyper, one at a time). Used for plain
     /// `http://` HTTP/1.1 targets only.
     pub pipeline: usize,
     /// The target's part in comparisons (`None`: a plain mirror, whose

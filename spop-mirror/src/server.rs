@@ -138,7 +138,26 @@ pub async fn run(
             metrics.compare().candidate(&t.name);
         }
     }
-    let (mirror, workers) = Mirror::start(set, Arc::clone(&metrics));
+    // The SPOP side runs on a thread of its own, so that ACKs never wait
+    // behind the mirroring runtime's work: HAProxy holds each request until
+    // its ACK. Pipelined targets' workers run there too (they never wait and
+    // do bounded work per turn, see `Mirror::start_with`), so a batch needs
+    // no other thread woken. `--shared-runtime` runs everything on the
+    // mirroring runtime instead.
+    let spop_runtime = OwnRuntime(if cfg.shared_runtime {
+        None
+    } else {
+        Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        )
+    });
+    let (mirror, workers) = Mirror::start_with(
+        set,
+        Arc::clone(&metrics),
+        spop_runtime.0.as_ref().map(|rt| rt.handle().clone()),
+    );
     let (compare, compare_tasks) = Compare::start(&cfg, Arc::clone(&metrics))?;
     let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => Some(haproxy_spop::runtime::tls::acceptor(
@@ -167,11 +186,6 @@ pub async fn run(
             Some(cfg.arg_src.clone()).filter(|n| !n.is_empty()),
             Some(compare),
         ));
-    // The SPOP side runs on a thread of its own, so that ACKs never wait
-    // behind mirroring work: HAProxy holds each request until its ACK.
-    // `--shared-runtime` runs it on the mirroring runtime instead (no
-    // cross-thread wake per request; measured in issue 11: less CPU per
-    // request, but drops and a higher p99 when the machine is saturated).
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let serve = {
         let agent = agent.clone();
@@ -198,18 +212,28 @@ pub async fn run(
             agent.serve_listener(listener).await
         }
     };
-    let agent_task = if !cfg.shared_runtime {
-        let thread = std::thread::Builder::new()
-            .name("spop-agent".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(serve)
-            })?;
-        AgentTask::Thread(thread)
-    } else {
-        AgentTask::Task(tokio::spawn(serve))
+    let agent_task = match spop_runtime.take() {
+        Some(rt) => {
+            let (served_tx, served) = tokio::sync::oneshot::channel();
+            let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name("spop-agent".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let result = serve.await;
+                        let _ = served_tx.send(());
+                        // The pipelined workers run here until drained.
+                        let _ = release_rx.await;
+                        result
+                    })
+                })?;
+            AgentTask::Thread {
+                thread,
+                served,
+                release,
+            }
+        }
+        None => AgentTask::Task(tokio::spawn(serve)),
     };
     let spop_addr = match bound_rx.await {
         Ok(Ok(addr)) => addr,
@@ -274,16 +298,25 @@ pub async fn run(
     reloader.abort();
     tracing::info!("stopping: no new connections, draining");
     agent.shutdown();
-    match agent_task {
-        AgentTask::Thread(t) => {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    let drained = match agent_task {
+        AgentTask::Thread {
+            thread,
+            served,
+            release,
+        } => {
+            let _ = served.await;
+            mirror.close();
+            let drained = workers.drain(cfg.drain_timeout).await;
+            drop(release);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            drained
         }
         AgentTask::Task(t) => {
             let _ = t.await;
+            mirror.close();
+            workers.drain(cfg.drain_timeout).await
         }
-    }
-    mirror.close();
-    let drained = workers.drain(cfg.drain_timeout).await;
+    };
     if !drained {
         tracing::warn!("drain deadline passed; requests still queued were dropped");
     }
@@ -304,8 +337,34 @@ pub async fn run(
 
 use haproxy_spop::runtime::ListenAddr;
 
+/// The SPOP thread's runtime until the thread takes it; one dropped before
+/// (an early error return, inside the main runtime) shuts down in the
+/// background, as a runtime may not be dropped in async code.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn take(mut self) -> Option<tokio::runtime::Runtime> {
+        self.0.take()
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Where the SPOP side runs.
 enum AgentTask {
-    Thread(std::thread::JoinHandle<std::io::Result<()>>),
+    /// On its own thread, which also runs the pipelined targets' workers:
+    /// `served` says the SPOP side is done, dropping `release` lets the
+    /// thread end once the workers are drained.
+    Thread {
+        thread: std::thread::JoinHandle<std::io::Result<()>>,
+        served: tokio::sync::oneshot::Receiver<()>,
+        release: tokio::sync::oneshot::Sender<()>,
+    },
     Task(tokio::task::JoinHandle<std::io::Result<()>>),
 }
