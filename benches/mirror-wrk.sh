@@ -18,7 +18,10 @@
 #   B0. another spop-mirror binary (MIRROR_BASE, e.g. the main branch's
 #       build) with MIRROR_BASE_ARGS;
 #   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 16).
-# Each mirroring set-up gets the same summary (median of the rounds, p99 too).
+# Each mirroring set-up gets the same summary (median of the rounds, p99 too),
+# and a table of where the two cores went in each set-up and in E (HAProxy,
+# target, agent, wrk: CPU seconds per second), which tells whether the
+# machine or the latency is the limit.
 # With COMPARE=1, three more set-ups answer through a backend (production is
 # another frontend of the same HAProxy: http-response rules do not run on an
 # answer from "http-request return"), as examples/haproxy/compare.cfg does:
@@ -209,6 +212,8 @@ thread() { # pid name -> "pid/task/tid" of the thread with that name
     echo "${f#/proc/}"
 }
 hz=$(getconf CLK_TCK)
+# Nanoseconds a process spent runnable but waiting for a CPU (run queue).
+queued() { awk '{print $2}' "/proc/$1/schedstat"; }
 agent_thread=$(thread "${pids[2]}" spop-agent)
 # With the SPOP side on the mirroring runtime (the default) there is no
 # such thread: everything counts as the mirroring thread.
@@ -229,7 +234,7 @@ for r in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
         read -r name port pid mport <<<"$v"
         if [ "$name" = B ]; then read -r -a before <<<"$(sample)"; fi
-        t0=$(ticks "$pid")
+        t0=$(ticks "$pid"); h0=$(ticks "${pids[0]}"); g0=$(ticks "${pids[1]}"); q0=$(queued "${pids[0]}")
         m0=$(metric "$mport" 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
         child_cpu > "$dir/w0"
         case $name in
@@ -244,7 +249,9 @@ for r in $(seq "$rounds"); do
         w0=$(cat "$dir/w0"); w1=$(cat "$dir/w1")
         sleep 0.2
         m1=$(metric "$mport" 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}')
-        t1=$(ticks "$pid")
+        t1=$(ticks "$pid"); h1=$(ticks "${pids[0]}"); g1=$(ticks "${pids[1]}"); q1=$(queued "${pids[0]}")
+        # HAProxy, target and agent ticks, wrk seconds, wall seconds, HAProxy's run-queue ns
+        echo "$((h1 - h0)) $((g1 - g0)) $((t1 - t0)) $(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}') $secs $((q1 - q0))" >> "$dir/$port.cores"
         if [ "$name" = B ]; then
             read -r -a after <<<"$(sample)"
             for i in 0 1 2 3; do cpu_b[i]=$((cpu_b[i] + after[i] - before[i])); done
@@ -254,8 +261,11 @@ for r in $(seq "$rounds"); do
     done
     run "C. spop-mirror, target down" 18184
     run "D. ACK-only agent (nbari spop 0.13)" 18185
-    e0=$(ticks "$ack_pid")
+    e0=$(ticks "$ack_pid"); h0=$(ticks "${pids[0]}"); g0=$(ticks "${pids[1]}"); q0=$(queued "${pids[0]}")
+    child_cpu > "$dir/w0"
     run "E. ACK-only agent (this crate)" 18186
+    child_cpu > "$dir/w1"
+    echo "$(($(ticks "${pids[0]}") - h0)) $(($(ticks "${pids[1]}") - g0)) $(($(ticks "$ack_pid") - e0)) $(awk -v a="$(cat "$dir/w0")" -v b="$(cat "$dir/w1")" 'BEGIN {print b - a}') $secs $(($(queued "${pids[0]}") - q0))" >> "$dir/18186.cores"
     # The ACK-only agent's CPU per request: the floor for any agent on this runtime.
     echo "$(($(ticks "$ack_pid") - e0)) $(tail -n 1 "$dir/18186.count")" >> "$dir/e-cpu"
 done
@@ -294,6 +304,21 @@ for v in "${variants[@]}"; do
         { a[NR] = 100*$2/$1; e[NR] = 100*$2/$3; mus[NR] = $4 / hz / ($6 > 0 ? $6 : 1) * 1e6; wus[NR] = $5 / ($7 > 0 ? $7 : 1) * 1e6
           share[NR] = 100 * $6 / ($7 > 0 ? $7 : 1); p[NR] = $8 / 1000; pe[NR] = $9 / 1000 }
         END { printf "  %-4s %7.0f%% %7.0f%% %10.1f %10.1f %8.1f%% %9.2f %9.2f\n", name, median(a, NR), median(e, NR), median(mus, NR), median(wus, NR), median(share, NR), median(p, NR), median(pe, NR) }'
+done
+# Where the two cores went in each set-up (CPU seconds per second of load,
+# median of the rounds): is the machine the limit, and who takes it?
+echo "cores busy (median of $rounds rounds; 2.00 is the whole machine; HAProxy queued: share of"
+echo "the time HAProxy was ready to run but waited for a CPU):"
+printf '  %-4s %8s %8s %8s %8s %8s %15s\n' set-up HAProxy target agent wrk total "HAProxy queued"
+for v in "${variants[@]}" "E 18186"; do
+    read -r name port _ <<<"$v"
+    awk -v hz="$hz" -v name="$name" '
+        function median(v, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        { h[NR] = $1 / hz / $5; g[NR] = $2 / hz / $5; a[NR] = $3 / hz / $5; w[NR] = $4 / $5; t[NR] = h[NR] + g[NR] + a[NR] + w[NR]; q[NR] = 100 * $6 / 1e9 / $5 }
+        END { printf "  %-4s %8.2f %8.2f %8.2f %8.2f %8.2f %14.0f%%\n", name, median(h, NR), median(g, NR), median(a, NR), median(w, NR), median(t, NR), median(q, NR) }' "$dir/$port.cores"
 done
 for v in "${variants[@]}"; do
     read -r name port pid mport <<<"$v"
