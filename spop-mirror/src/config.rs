@@ -458,7 +458,8 @@ pub struct Config {
     /// request), but mirroring then competes with reading NOTIFYs, and on a
     /// saturated machine it falls behind in bursts (drops counted as
     /// `queue_full`) and HAProxy's p99 grows. Best with `--threads 1` on a
-    /// machine with CPU to spare.
+    /// machine with CPU to spare. Pipelined targets (`--pipeline`) gain
+    /// nothing: their connections run on the SPOP thread anyway.
     #[arg(long)]
     pub shared_runtime: bool,
 }
