@@ -1261,6 +1261,22 @@ mod tests {
         drop((l1, l2));
     }
 
+    /// The bytes the pipelined path writes for `reqs` to `c`'s first target.
+    fn encoded<'a>(c: &TargetSet, reqs: impl IntoIterator<Item = &'a MirrorRequest>) -> Vec<u8> {
+        let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
+        let target = crate::h1::Target {
+            policy: &c.targets[0],
+            loop_marker: c.loop_marker.as_ref(),
+            prefix: "",
+            authority: authority.as_bytes(),
+        };
+        let mut out = Vec::new();
+        for r in reqs {
+            assert!(crate::h1::encode(&target, r, &mut out));
+        }
+        out
+    }
+
     /// `--pipeline` with its workers on a runtime of their own (as on the
     /// SPOP thread): at most N requests in flight on the connection, more
     /// written as answers come without waiting for a whole batch; requests
@@ -1304,17 +1320,8 @@ mod tests {
         ];
         let set = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
         let c = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
-        let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
-        let target = crate::h1::Target {
-            policy: &c.targets[0],
-            loop_marker: c.loop_marker.as_ref(),
-            prefix: "",
-            authority: authority.as_bytes(),
-        };
         let req = request(&[(b"host", b"h")]);
-        let mut one = Vec::new();
-        assert!(crate::h1::encode(&target, &req, &mut one));
-        let len = one.len();
+        let len = encoded(&c, [&req]).len();
         // The workers' runtime, on a thread of its own.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1422,17 +1429,7 @@ mod tests {
                 ])
             })
             .collect();
-        let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
-        let target = crate::h1::Target {
-            policy: &c.targets[0],
-            loop_marker: c.loop_marker.as_ref(),
-            prefix: "",
-            authority: authority.as_bytes(),
-        };
-        let mut want = Vec::new();
-        for r in &reqs[..4] {
-            assert!(crate::h1::encode(&target, r, &mut want));
-        }
+        let want = encoded(&c, &reqs[..4]);
         let text = String::from_utf8_lossy(&want).into_owned();
         assert!(
             !text.contains("s3cret"),
@@ -1470,8 +1467,7 @@ mod tests {
             .is_err());
         // The next request: a new connection, that request alone.
         assert_eq!(mirror.submit(reqs[4].clone()), Submitted::Queued(1));
-        let mut one = Vec::new();
-        assert!(crate::h1::encode(&target, &reqs[4], &mut one));
+        let one = encoded(&c, [&reqs[4]]);
         let (mut s, _) = l.accept().await.unwrap();
         assert_eq!(read_exactly(&mut s, one.len()).await, one);
         s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")

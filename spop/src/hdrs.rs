@@ -167,17 +167,27 @@ impl fmt::Debug for HeaderIter<'_> {
     }
 }
 
-impl Iterator for HeaderIter<'_> {
-    type Item = (Bytes, Bytes);
-
-    fn next(&mut self) -> Option<(Bytes, Bytes)> {
+impl<'a> HeaderIter<'a> {
+    /// The next pair, each part read with `read`.
+    fn next_with<T>(
+        &mut self,
+        read: impl Fn(&mut Reader<'a>, &'static str) -> Result<T, DecodeError>,
+    ) -> Option<(T, T)> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let name = self.reader.string("header name").ok()?;
-        let value = self.reader.string("header value").ok()?;
+        let name = read(&mut self.reader, "header name").ok()?;
+        let value = read(&mut self.reader, "header value").ok()?;
         Some((name, value))
+    }
+}
+
+impl Iterator for HeaderIter<'_> {
+    type Item = (Bytes, Bytes);
+
+    fn next(&mut self) -> Option<(Bytes, Bytes)> {
+        self.next_with(Reader::string)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -196,14 +206,7 @@ impl<'a> Iterator for HeaderRefIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<(&'a [u8], &'a [u8])> {
-        let it = &mut self.0;
-        if it.left == 0 {
-            return None;
-        }
-        it.left -= 1;
-        let name = it.reader.string_ref("header name").ok()?;
-        let value = it.reader.string_ref("header value").ok()?;
-        Some((name, value))
+        self.0.next_with(Reader::string_ref)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
