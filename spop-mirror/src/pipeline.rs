@@ -18,6 +18,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::h1::Answers;
+#[cfg(test)]
+use crate::h1::READ_CHUNK;
 
 /// Why a connection was given up; every request in flight on it is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,15 @@ pub(crate) struct Pipe {
     /// connection.
     sent: VecDeque<(bool, Instant)>,
     answers: Answers,
+    /// Bytes one [`Pipe::read_answers`] reads at most ([`READ_BUDGET`]).
+    read_budget: usize,
+    /// Bytes of answers read in all.
+    received: u64,
 }
+
+/// The most bytes of answers one [`Pipe::read_answers`] reads; the rest
+/// waits for the next batch or tick.
+const READ_BUDGET: usize = 256 * 1024;
 
 /// Past this capacity, the output buffer is given back once written.
 const KEEP_OUTPUT: usize = 256 * 1024;
@@ -61,6 +71,8 @@ impl Pipe {
             written: 0,
             sent: VecDeque::new(),
             answers: Answers::default(),
+            read_budget: READ_BUDGET,
+            received: 0,
         })
     }
 
@@ -139,6 +151,9 @@ impl Pipe {
         now: Instant,
         mut answered: impl FnMut(u16, Duration),
     ) -> Result<(), Lost> {
+        // At most READ_BUDGET bytes a call: a target sending without end
+        // (a huge body) must not keep the thread, which also writes ACKs.
+        let mut budget = self.read_budget;
         loop {
             self.consume(now, &mut answered)?;
             let stream = self.stream.as_ref().ok_or(Lost::Io)?;
@@ -158,9 +173,11 @@ impl Pipe {
                 }
                 Ok(n) => {
                     self.answers.filled(n);
-                    if n < room {
+                    self.received += n as u64;
+                    budget = budget.saturating_sub(n);
+                    if n < room || budget == 0 {
                         // A short read: the socket is empty for now (no
-                        // second read to learn it).
+                        // second read to learn it); or enough for now.
                         return self.consume(now, &mut answered);
                     }
                 }
@@ -328,6 +345,35 @@ mod tests {
         assert!(statuses.is_empty());
         drop(p);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_body_without_end_is_read_a_bounded_amount_at_a_time() {
+        let (mut p, mut s) = pair();
+        p.read_budget = 1;
+        p.sent(false, Instant::now());
+        let total = 100 * 1024;
+        write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").unwrap();
+        s.write_all(&vec![b'x'; total]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // One read per call (the budget), however much is waiting.
+        let mut statuses = Vec::new();
+        p.read_answers(Instant::now(), |st, _| statuses.push(st))
+            .unwrap();
+        assert!(
+            p.received > 0 && p.received <= 2 * READ_CHUNK as u64,
+            "{}",
+            p.received
+        );
+        assert!(statuses.is_empty());
+        // Further calls get the rest.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while statuses.is_empty() {
+            assert!(Instant::now() < deadline);
+            p.read_answers(Instant::now(), |st, _| statuses.push(st))
+                .unwrap();
+        }
+        assert_eq!(statuses, [200]);
     }
 
     #[test]
