@@ -232,7 +232,77 @@ async fn arrive_intact(version: Version, extra: &[&str]) {
     }
 }
 
+/// `--pipeline 4 --max-concurrency 8` (two connections of four in flight)
+/// towards a target that takes 1 ms per answer, under 16 concurrent clients:
+/// the windows fill and the connections wait for answers (the socket is
+/// watched only then), yet every request is mirrored exactly once, with no
+/// error and nothing dropped.
+async fn pipelined_under_load(version: Version) {
+    const N: usize = 400;
+    let target = Target::start(Duration::from_millis(1), 204).await;
+    let s = setup(
+        version,
+        &[&target],
+        &["--pipeline", "4", "--max-concurrency", "8"],
+        None,
+    )
+    .await;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (next, www) = (Arc::clone(&next), s.www);
+        clients.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= N {
+                    break;
+                }
+                let raw = format!("GET /load/{i} HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+                assert_eq!(send(www, raw.into_bytes()).await.status, 200);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let got = target.wait_for(N).await;
+    let mut paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    paths.sort_unstable();
+    let mut want: Vec<String> = (0..N).map(|i| format!("/load/{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(paths, want, "each request mirrored exactly once");
+    let label = format!("{{target=\"{}/\",class=\"2xx\"}}", target.url());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s
+        .mirror
+        .metric(&format!("spop_mirror_requests_mirrored_total{label}"))
+        .await
+        < N as f64
+    {
+        assert!(Instant::now() < deadline, "answers counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for kind in ["other", "timeout", "connect"] {
+        let errors = format!("{{target=\"{}/\",kind=\"{kind}\"}}", target.url());
+        assert_eq!(
+            s.mirror
+                .metric(&format!("spop_mirror_target_errors_total{errors}"))
+                .await,
+            0.0,
+            "{kind} errors"
+        );
+    }
+    let full = format!("{{target=\"{}/\",reason=\"queue_full\"}}", target.url());
+    assert_eq!(
+        s.mirror
+            .metric(&format!("spop_mirror_target_dropped_total{full}"))
+            .await,
+        0.0
+    );
+}
+
 per_version!(async requests_arrive_intact, requests_arrive_intact);
+per_version!(async pipelined_under_load_mirrors_each_once, pipelined_under_load);
 per_version!(
     async requests_arrive_intact_pipelined,
     requests_arrive_intact_pipelined
