@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{free_port, http_request, send, Dir, HaProxy, Mirror, Version};
+use support::{free_port, metrics_text, Dir, HaProxy, Mirror, Version};
 
 /// An `http-request return` line answering JSON: `status`, header
 /// `x-app-version: version`, and `{"url":..,"token":..,"items":[{"name":"a",
@@ -150,24 +150,7 @@ fn get(i: usize) -> Vec<u8> {
 /// Sends `n` GETs through HAProxy, `clients` at a time; every one must be
 /// answered 200 by production... or by the status production was set to.
 async fn load(www: u16, n: usize, clients: usize, status: u16) {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                let resp = send(www, get(i)).await;
-                assert_eq!(resp.status, status, "request {i}");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    support::load(www, n, clients, status, get).await;
 }
 
 /// One rendered series: name, labels, value.
@@ -180,19 +163,9 @@ struct Series {
 
 /// `/metrics` of 127.0.0.1:`port`, parsed (label values unescaped).
 async fn scrape_all(port: u16) -> Vec<Series> {
-    let text = tokio::task::spawn_blocking(move || {
-        String::from_utf8(
-            http_request(
-                port,
-                b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
-            )
-            .body,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    text.lines()
+    metrics_text(port)
+        .await
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| parse_series(l).unwrap_or_else(|| panic!("unparsed metric line {l:?}")))
         .collect()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use support::{free_port, haproxy_config, send, HaProxy, Mirror, Target, Version};
+use support::{free_port, haproxy_config, load, send, HaProxy, Mirror, Target, Version};
 
 struct Setup {
     haproxy: HaProxy,
@@ -219,16 +219,19 @@ async fn arrive_intact(version: Version, extra: &[&str]) {
         s.mirror.metric("spop_mirror_requests_received_total").await,
         cases.len() as f64
     );
-    let label = format!("{{target=\"{}/\",class=\"2xx\"}}", target.url());
+    wait_answered(&s.mirror, &target, cases.len()).await;
+}
+
+/// Waits (up to 5 s) until `n` of the target's 2xx answers are counted.
+async fn wait_answered(mirror: &Mirror, target: &Target, n: usize) {
+    let series = format!(
+        "spop_mirror_requests_mirrored_total{{target=\"{}/\",class=\"2xx\"}}",
+        target.url()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s
-        .mirror
-        .metric(&format!("spop_mirror_requests_mirrored_total{label}"))
-        .await
-        < cases.len() as f64
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while mirror.metric(&series).await < n as f64 {
+        assert!(Instant::now() < deadline, "{n} answers counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -247,41 +250,17 @@ async fn pipelined_under_load(version: Version) {
         None,
     )
     .await;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let (next, www) = (Arc::clone(&next), s.www);
-        clients.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= N {
-                    break;
-                }
-                let raw = format!("GET /load/{i} HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-                assert_eq!(send(www, raw.into_bytes()).await.status, 200);
-            }
-        }));
-    }
-    for c in clients {
-        c.await.unwrap();
-    }
+    load(s.www, N, 16, 200, |i| {
+        format!("GET /load/{i} HTTP/1.1\r\nHost: shop.test\r\n\r\n").into_bytes()
+    })
+    .await;
     let got = target.wait_for(N).await;
     let mut paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
     paths.sort_unstable();
     let mut want: Vec<String> = (0..N).map(|i| format!("/load/{i}")).collect();
     want.sort_unstable();
     assert_eq!(paths, want, "each request mirrored exactly once");
-    let label = format!("{{target=\"{}/\",class=\"2xx\"}}", target.url());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s
-        .mirror
-        .metric(&format!("spop_mirror_requests_mirrored_total{label}"))
-        .await
-        < N as f64
-    {
-        assert!(Instant::now() < deadline, "answers counted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_answered(&s.mirror, &target, N).await;
     for kind in ["other", "timeout", "connect"] {
         let errors = format!("{{target=\"{}/\",kind=\"{kind}\"}}", target.url());
         assert_eq!(

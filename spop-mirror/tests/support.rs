@@ -249,10 +249,9 @@ impl Mirror {
     }
 }
 
-/// Reads `/metrics` on 127.0.0.1:`port` and returns the value of one series
-/// (`name{labels}` exactly as rendered).
-pub async fn scrape(port: u16, series: &str) -> f64 {
-    let text = tokio::task::spawn_blocking(move || {
+/// The text of `/metrics` on 127.0.0.1:`port`.
+pub async fn metrics_text(port: u16) -> String {
+    tokio::task::spawn_blocking(move || {
         String::from_utf8(
             http_request(
                 port,
@@ -263,7 +262,13 @@ pub async fn scrape(port: u16, series: &str) -> f64 {
         .unwrap()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Reads `/metrics` on 127.0.0.1:`port` and returns the value of one series
+/// (`name{labels}` exactly as rendered).
+pub async fn scrape(port: u16, series: &str) -> f64 {
+    let text = metrics_text(port).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)
@@ -302,6 +307,29 @@ pub fn haproxy_config(
         cfg = cfg.replace("tune.bufsize 65536", &format!("tune.bufsize {size}"));
     }
     (cfg, spoe)
+}
+
+/// Sends `n` requests (`request(i)`, i from 0) through HAProxy on `www`,
+/// `clients` at a time; each must be answered `status`.
+pub async fn load(www: u16, n: usize, clients: usize, status: u16, request: fn(usize) -> Vec<u8>) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let resp = send(www, request(i)).await;
+                assert_eq!(resp.status, status, "request {i}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 /// Sends raw bytes to HAProxy off the async runtime.
