@@ -321,6 +321,18 @@ struct One {
     dir: Dir,
 }
 
+/// Sends N requests one at a time and waits until each of `targets` has
+/// had all of them compared; the metrics then.
+async fn compare_all(s: &One, targets: &[&str]) -> Vec<Series> {
+    load(s.ports.www, N, 1, 200).await;
+    wait_metrics(&s.mirror, "all compared", |a| {
+        targets
+            .iter()
+            .all(|t| sum(a, COMPARED, &[("target", t)]) >= N as f64)
+    })
+    .await
+}
+
 async fn one(
     version: Version,
     tag: &str,
@@ -367,11 +379,7 @@ async fn like_production(version: Version) {
         true,
     )
     .await;
-    load(s.ports.www, N, 1, 200).await;
-    let all = wait_metrics(&s.mirror, "all compared", |a| {
-        sum(a, COMPARED, &[("target", "candidate")]) >= N as f64
-    })
-    .await;
+    let all = compare_all(&s, &["candidate"]).await;
     let hap = s.haproxy.log();
     assert_eq!(
         sum(
@@ -429,11 +437,7 @@ async fn three_differences(version: Version) {
         true,
     )
     .await;
-    load(s.ports.www, N, 1, 200).await;
-    let all = wait_metrics(&s.mirror, "all compared", |a| {
-        sum(a, COMPARED, &[("target", "candidate")]) >= N as f64
-    })
-    .await;
+    let all = compare_all(&s, &["candidate"]).await;
     assert_eq!(
         sum(
             &all,
@@ -503,12 +507,7 @@ async fn noise(version: Version) {
         true,
     )
     .await;
-    load(s.ports.www, N, 1, 200).await;
-    let all = wait_metrics(&s.mirror, "all compared", |a| {
-        sum(a, COMPARED, &[("target", "candidate")]) >= N as f64
-            && sum(a, COMPARED, &[("target", "alone")]) >= N as f64
-    })
-    .await;
+    let all = compare_all(&s, &["candidate", "alone"]).await;
     let price = || {
         [("json:$.items[1].price".to_owned(), N as f64)]
             .into_iter()
