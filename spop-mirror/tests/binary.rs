@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use haproxy_spop::runtime::Client;
 use haproxy_spop::{Capabilities, Frame, FrameBody, HaproxyHello, Headers, Notify, Status};
-use support::{free_port, scrape, Target};
+use support::{flood, free_port, scrape, Target};
 
 struct Proc(Child);
 
@@ -186,25 +186,7 @@ async fn memory_stays_bounded_with_a_stuck_target() {
     let notify = captured("mirror-06-notify.bin");
     let mut client = connect(spop).await;
     let total = 20_000u64;
-    let mut acked = 0;
-    let mut sent = 0;
-    while acked < total {
-        while sent < total && sent - acked < 64 {
-            sent += 1;
-            client
-                .feed(Frame::notify(sent, 1, notify.clone()))
-                .await
-                .unwrap();
-        }
-        client.flush().await.unwrap();
-        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(matches!(f.body, FrameBody::Ack(_)));
-        acked += 1;
-    }
+    flood(&mut client, 0, total, None, |_| notify.clone()).await;
     let after = rss_kib(pid);
     let dropped = scrape(
         metrics,
@@ -358,31 +340,15 @@ async fn the_byte_budget_bounds_resident_memory() {
         client.recv().await.unwrap().unwrap();
     }
     let before = rss_kib(pid);
-    let total = 100_000u64;
-    let (mut sent, mut acked) = (0u64, 0u64);
     let started = Instant::now();
-    while acked < total {
-        while sent < total && sent - acked < 64 {
-            sent += 1;
-            let t = &templates[(sent as usize) % templates.len()];
-            client
-                .feed(Frame::notify(id + sent, 1, t.clone()))
-                .await
-                .unwrap();
-        }
-        client.flush().await.unwrap();
-        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(matches!(f.body, FrameBody::Ack(_)));
-        acked += 1;
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "flood took too long"
-        );
-    }
+    flood(
+        &mut client,
+        id,
+        100_000,
+        Some(Duration::from_secs(120)),
+        |k| templates[(k as usize + 1) % templates.len()].clone(),
+    )
+    .await;
     let after = rss_kib(pid);
     let queued = scrape(metrics, "spop_mirror_queued_bytes").await;
     let over_budget = scrape(

@@ -497,35 +497,20 @@ async fn a_burst_is_fully_accounted_for() {
     let mut m = Mirror::start(&["--config", cfg.to_str().unwrap()]).await;
     let mut client = connect(m.spop).await;
     let total = 1000u64;
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < 2 * total {
-        while sent < 2 * total && sent - acked < 64 {
-            let i = sent / 2;
-            let n = if sent % 2 == 0 {
-                mirror_message(Some(&format!("b-{i}")), "/burst")
-            } else {
-                compare_message(
-                    &format!("b-{i}"),
-                    200,
-                    &[("content-type", "application/json"), ("x-version", "1")],
-                    PRODUCTION_BODY,
-                )
-            };
-            sent += 1;
-            client
-                .feed(haproxy_spop::Frame::notify(sent, 1, n))
-                .await
-                .unwrap();
+    support::flood(&mut client, 0, 2 * total, None, |k| {
+        let i = k / 2;
+        if k % 2 == 0 {
+            mirror_message(Some(&format!("b-{i}")), "/burst")
+        } else {
+            compare_message(
+                &format!("b-{i}"),
+                200,
+                &[("content-type", "application/json"), ("x-version", "1")],
+                PRODUCTION_BODY,
+            )
         }
-        client.flush().await.unwrap();
-        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(matches!(f.body, FrameBody::Ack(_)), "{f:?}");
-        acked += 1;
-    }
+    })
+    .await;
     wait_metric(&m, "spop_mirror_compare_open", 0.0).await;
     let opened = m.metric("spop_mirror_compare_opened_total").await;
     let equal = m

@@ -332,6 +332,42 @@ pub async fn load(www: u16, n: usize, clients: usize, status: u16, request: fn(u
     }
 }
 
+/// Plays HAProxy flooding an agent: sends `total` NOTIFYs on `client`, the
+/// k-th (from 0) `notify(k)` as stream `first + k + 1`, with at most 64
+/// unanswered at a time, and checks that each answer is an ACK (within 10 s
+/// each, and the whole flood `within`, if given).
+pub async fn flood(
+    client: &mut haproxy_spop::runtime::Client<tokio::net::TcpStream>,
+    first: u64,
+    total: u64,
+    within: Option<Duration>,
+    mut notify: impl FnMut(u64) -> haproxy_spop::Notify,
+) {
+    let started = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < total {
+        while sent < total && sent - acked < 64 {
+            let n = notify(sent);
+            sent += 1;
+            client
+                .feed(haproxy_spop::Frame::notify(first + sent, 1, n))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(10), client.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(matches!(f.body, haproxy_spop::FrameBody::Ack(_)), "{f:?}");
+        acked += 1;
+        if let Some(within) = within {
+            assert!(started.elapsed() < within, "flood took too long");
+        }
+    }
+}
+
 /// Sends raw bytes to HAProxy off the async runtime.
 pub async fn send(port: u16, raw: Vec<u8>) -> RawResponse {
     tokio::task::spawn_blocking(move || http_request(port, &raw))
