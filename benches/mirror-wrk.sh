@@ -40,8 +40,8 @@
 set -euo pipefail
 secs=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=benches/agents-backend.sh
-. "$root/benches/agents-backend.sh"
+# shellcheck source=benches/common.sh
+. "$root/benches/common.sh"
 haproxy=${2:-3.2}
 if [[ $haproxy =~ ^[0-9]\.[0-9]$ ]]; then
     key=SPOP_HAPROXY_${haproxy//./}
@@ -57,28 +57,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # Ports: plain 18180, filtered 18181, target 18182 (down: 18183), agents 18190/18191.
-cat > "$dir/spoe.conf" <<'SPOE'
-[mirror]
-spoe-agent mirror
-    messages mirror
-    use-backend mirroragents
-    timeout hello 500ms
-    timeout idle 30s
-    timeout processing 100ms
-spoe-message mirror
-    args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body
-    event on-frontend-http-request
-SPOE
 {
+    haproxy_head
     cat <<CFG
-global
-    nbthread 1
-    tune.bufsize 16384
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
 frontend plain
     bind 127.0.0.1:18180
     http-request return status 200 content-type text/plain string "ok"
@@ -90,7 +71,7 @@ CFG
         "mirrored_base 18187 mirroragents_base 18196" "mirrored_b2 18188 mirroragents_b2 18198" \
         "mirrored_b3 18189 mirroragents_b3 18200"; do
         read -r fe port be agent <<<"$s"
-        sed "s/use-backend mirroragents/use-backend $be/" "$dir/spoe.conf" > "$dir/spoe-$fe.conf"
+        spoe_conf "$be" > "$dir/spoe-$fe.conf"
         printf 'frontend %s\n    bind 127.0.0.1:%s\n    option http-buffer-request\n    filter spoe engine mirror config %s\n    http-request return status 200 content-type text/plain string "ok"\n' \
             "$fe" "$port" "$dir/spoe-$fe.conf"
         agents_backend "$be" "$agent"
@@ -191,18 +172,14 @@ sleep 1
 # process with no children yet), so it writes to a file.
 child_cpu() { times > "$dir/times"; awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' "$dir/times"; }
 run() { # name port -> prints one line, appends the rate to $dir/<port>.rps
-    local out rps p99 non2xx
-    out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
-    echo "$out" | awk '/requests in/ {print $1}' >> "$dir/$2.count"
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '  %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+    local rps p99 non2xx count
+    read -r rps p99 non2xx count <<<"$(wrk_load "$secs" "$2")"
+    echo "$count" >> "$dir/$2.count"
+    printf '  %-34s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "$non2xx"
     echo "$rps" >> "$dir/$2.rps"
     # p99 in microseconds
     awk -v v="$p99" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1e6; else print n }' >> "$dir/$2.p99"
 }
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
 # CPU ticks (user + system) of a process, or of one of its threads.
 ticks() { if [ "$1" = none ]; then echo 0; else awk '{print $14 + $15}' "/proc/$1/stat"; fi; }
 thread() { # pid name -> "pid/task/tid" of the thread with that name
@@ -270,14 +247,10 @@ for r in $(seq "$rounds"); do
     echo "$(($(ticks "$ack_pid") - e0)) $(tail -n 1 "$dir/18186.count")" >> "$dir/e-cpu"
 done
 cp "$dir/18181.cpu" "$dir/b-cpu"
-paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" "$dir/18186.rps" "$dir/b-cpu" | awk -v hz="$hz" '
+paste "$dir/18180.rps" "$dir/18181.rps" "$dir/18184.rps" "$dir/18185.rps" "$dir/18186.rps" "$dir/b-cpu" | awk -v hz="$hz" "$MEDIAN_AWK"'
     { b[NR] = 100*$2/$1; c[NR] = 100*$3/$1; d[NR] = 100*$4/$1; e[NR] = 100*$5/$1; be[NR] = 100*$2/$5
       mus[NR] = $6 / hz / ($8 > 0 ? $8 : 1) * 1e6; wus[NR] = $7 / ($9 > 0 ? $9 : 1) * 1e6; share[NR] = 100 * $8 / ($9 > 0 ? $9 : 1)
       printf "round %d: B keeps %.0f%% of A; C %.0f%%; D %.0f%%; E %.0f%%; B is %.0f%% of the ceiling E; spop-mirror %.1f us CPU per mirrored request vs wrk %.1f us per request (%.2fx); %.1f%% mirrored\n", NR, b[NR], c[NR], d[NR], e[NR], be[NR], mus[NR], wus[NR], mus[NR] / (wus[NR] > 0 ? wus[NR] : 1), share[NR] }
-    function median(v, n,   i, j, t) {
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
     END {
         for (i = 1; i <= NR; i++) r[i] = mus[i] / (wus[i] > 0 ? wus[i] : 1)
         printf "median of the rounds: B keeps %.0f%% of A; C %.0f%%; D %.0f%%; E %.0f%%; B is %.0f%% of E; spop-mirror %.1f us CPU per mirrored request vs wrk %.1f us (%.2fx); %.1f%% mirrored\n", median(b, NR), median(c, NR), median(d, NR), median(e, NR), median(be, NR), median(mus, NR), median(wus, NR), median(r, NR), median(share, NR) }'
@@ -288,19 +261,14 @@ sleep 1
 echo "B mirrored (2xx from target): $(metric 18192 'spop_mirror_requests_mirrored_total{target="http://127.0.0.1:18182/",class="2xx"}') of $(metric 18192 spop_mirror_requests_received_total) received"
 echo "B not mirrored: $(curl -s http://127.0.0.1:18192/metrics | awk '/^spop_mirror_(target_dropped|dropped|target_errors)_total/ && $2 > 0 {printf "%s %s; ", $1, $2}')"
 echo "C dropped (backoff/queue): $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="target_backoff"}') / $(metric 18193 'spop_mirror_target_dropped_total{target="http://127.0.0.1:18183/",reason="queue_full"}'), connect errors $(metric 18193 'spop_mirror_target_errors_total{target="http://127.0.0.1:18183/",kind="connect"}')"
-awk -v hz="$hz" '{ v[NR] = $1 / hz / ($2 > 0 ? $2 : 1) * 1e6 }
-    END { for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-          printf "E: the ACK-only agent spent %.1f us CPU per request (median of the rounds)\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }' "$dir/e-cpu"
+awk -v hz="$hz" "$MEDIAN_AWK"'{ v[NR] = $1 / hz / ($2 > 0 ? $2 : 1) * 1e6 }
+    END { printf "E: the ACK-only agent spent %.1f us CPU per request (median of the rounds)\n", median(v, NR) }' "$dir/e-cpu"
 # One summary line per mirroring set-up (median of the rounds), for tables.
 echo "summary (median of $rounds rounds; p99 in ms; CPU in us per request):"
 printf '  %-4s %8s %8s %10s %10s %9s %9s %9s\n' set-up "%A" "%E" agent-us wrk-us mirrored p99 "E p99"
 for v in "${variants[@]}"; do
     read -r name port pid mport <<<"$v"
-    paste "$dir/18180.rps" "$dir/$port.rps" "$dir/18186.rps" "$dir/$port.cpu" "$dir/$port.p99" "$dir/18186.p99" | awk -v hz="$hz" -v name="$name" '
-        function median(v, n,   i, j, t) {
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
+    paste "$dir/18180.rps" "$dir/$port.rps" "$dir/18186.rps" "$dir/$port.cpu" "$dir/$port.p99" "$dir/18186.p99" | awk -v hz="$hz" -v name="$name" "$MEDIAN_AWK"'
         { a[NR] = 100*$2/$1; e[NR] = 100*$2/$3; mus[NR] = $4 / hz / ($6 > 0 ? $6 : 1) * 1e6; wus[NR] = $5 / ($7 > 0 ? $7 : 1) * 1e6
           share[NR] = 100 * $6 / ($7 > 0 ? $7 : 1); p[NR] = $8 / 1000; pe[NR] = $9 / 1000 }
         END { printf "  %-4s %7.0f%% %7.0f%% %10.1f %10.1f %8.1f%% %9.2f %9.2f\n", name, median(a, NR), median(e, NR), median(mus, NR), median(wus, NR), median(share, NR), median(p, NR), median(pe, NR) }'
@@ -312,11 +280,7 @@ echo "the time HAProxy was ready to run but waited for a CPU):"
 printf '  %-4s %8s %8s %8s %8s %8s %15s\n' set-up HAProxy target agent wrk total "HAProxy queued"
 for v in "${variants[@]}" "E 18186"; do
     read -r name port _ <<<"$v"
-    awk -v hz="$hz" -v name="$name" '
-        function median(v, n,   i, j, t) {
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
+    awk -v hz="$hz" -v name="$name" "$MEDIAN_AWK"'
         { h[NR] = $1 / hz / $5; g[NR] = $2 / hz / $5; a[NR] = $3 / hz / $5; w[NR] = $4 / $5; t[NR] = h[NR] + g[NR] + a[NR] + w[NR]; q[NR] = 100 * $6 / 1e9 / $5 }
         END { printf "  %-4s %8.2f %8.2f %8.2f %8.2f %8.2f %14.0f%%\n", name, median(h, NR), median(g, NR), median(a, NR), median(w, NR), median(t, NR), median(q, NR) }' "$dir/$port.cores"
 done
@@ -326,11 +290,7 @@ for v in "${variants[@]}"; do
 done
 if [ -n "${COMPARE:-}" ]; then
     # K and M beside A2 (the same path through a backend), per round, then the median.
-    paste "$dir/18205.rps" "$dir/18206.rps" "$dir/18202.rps" | awk '
-        function median(v, n,   i, j, t) {
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
+    paste "$dir/18205.rps" "$dir/18206.rps" "$dir/18202.rps" | awk "$MEDIAN_AWK"'
         { m[NR] = 100*$2/$1; k[NR] = 100*$3/$1; km[NR] = 100*$3/$2
           printf "round %d: A2 %s req/s; M (mirror only) %s = %.0f%% of A2; K (compare) %s = %.0f%% of A2, %.0f%% of M\n", NR, $1, $2, m[NR], $3, k[NR], km[NR] }
         END { printf "median of the rounds: M keeps %.0f%% of A2, K %.0f%% of A2 and %.0f%% of M\n", median(m, NR), median(k, NR), median(km, NR) }'

@@ -23,8 +23,8 @@ set -euo pipefail
 secs=${1:-5}
 line=${2:-3.4}
 root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=benches/agents-backend.sh
-. "$root/benches/agents-backend.sh"
+# shellcheck source=benches/common.sh
+. "$root/benches/common.sh"
 env_file=$root/target/haproxy-paths.env
 haproxy=$(grep -s "^SPOP_HAPROXY_${line//./}=" "$env_file" | cut -d= -f2)
 nginx=$(grep -s "^SPOP_NGINX=" "$env_file" | cut -d= -f2)
@@ -100,30 +100,12 @@ http {
     }
 }
 CONF
-cat > "$dir/spoe.conf" <<'SPOE'
-[mirror]
-spoe-agent mirror
-    messages mirror
-    use-backend agents
-    timeout hello 500ms
-    timeout idle 30s
-    timeout processing 100ms
-spoe-message mirror
-    args arg_method=method arg_path=url arg_ver=req.ver arg_hdrs=req.hdrs_bin arg_body=req.body
-    event on-frontend-http-request
-SPOE
-sed 's/use-backend agents/use-backend agents2/' "$dir/spoe.conf" > "$dir/spoe2.conf"
-sed 's/use-backend agents/use-backend agents_ack/' "$dir/spoe.conf" > "$dir/spoe-ack.conf"
+spoe_conf agents > "$dir/spoe.conf"
+spoe_conf agents2 > "$dir/spoe2.conf"
+spoe_conf agents_ack > "$dir/spoe-ack.conf"
 {
+    haproxy_head
     cat <<CFG
-global
-    nbthread 1
-    tune.bufsize 16384
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
 backend app
     http-reuse always
     server app 127.0.0.1:18282
@@ -153,14 +135,10 @@ echo "$("$haproxy" -v | head -n 1); $("$nginx" -v 2>&1); load average $(cut -d' 
 for p in 18280 18281 18284 18285 18286 18287; do
     curl -sf -o /dev/null "http://127.0.0.1:$p/warm" || { echo "set-up on port $p does not answer" >&2; cat "$dir"/*.log "$dir/nginx/logs/error.log" >&2; exit 1; }
 done
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
 run() { # name port
-    local out rps p99 non2xx
-    out=$(wrk -t1 -c32 -d"${secs}s" --latency "http://127.0.0.1:$2/bench?x=1" 2>&1)
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '  %-44s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
+    local rps p99 non2xx
+    read -r rps p99 non2xx _ <<<"$(wrk_load "$secs" "$2")"
+    printf '  %-44s %10s req/s   p99 %8s   non-2xx %s\n' "$1" "$rps" "$p99" "$non2xx"
     echo "$rps" >> "$dir/$2.rps"
 }
 rounds=${ROUNDS:-3}
@@ -177,11 +155,7 @@ done
 sleep 1
 target='{target="http://127.0.0.1:18283/",class="2xx"}'
 echo "mirrored (2xx from the shadow) / received: HM $(metric 18293 "spop_mirror_requests_mirrored_total$target") / $(metric 18293 spop_mirror_requests_received_total), HM2 $(metric 18294 "spop_mirror_requests_mirrored_total$target") / $(metric 18294 spop_mirror_requests_received_total)"
-paste "$dir/18280.rps" "$dir/18281.rps" "$dir/18284.rps" "$dir/18285.rps" "$dir/18286.rps" "$dir/18287.rps" | awk '
-    function median(v, n,   i, j, t) {
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
+paste "$dir/18280.rps" "$dir/18281.rps" "$dir/18284.rps" "$dir/18285.rps" "$dir/18286.rps" "$dir/18287.rps" | awk "$MEDIAN_AWK"'
     { nm[NR] = $2 / $1; hm[NR] = $4 / $3; x[NR] = $4 / $2; x2[NR] = $5 / $2; e[NR] = $6 / $2; h[NR] = $3 / $1
       printf "round %d: NM/N %.2f; HM/H %.2f; HM/NM %.2fx; HM2/NM %.2fx; HE/NM %.2fx; H/N %.2f\n", NR, nm[NR], hm[NR], x[NR], x2[NR], e[NR], h[NR] }
     END { printf "median: nginx mirroring keeps %.0f%% of plain nginx; HAProxy + spop-mirror keeps %.0f%% of plain HAProxy; HM is %.2fx nginx mirroring, HM2 %.2fx, the ACK-only ceiling %.2fx (plain HAProxy / plain nginx %.2f)\n",
