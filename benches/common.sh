@@ -28,8 +28,8 @@ spoe-message mirror
 SPOE
 }
 
-# haproxy_head: prints the global and defaults sections of the HAProxy under
-# test (one thread, 16 KiB buffers).
+# haproxy_head: prints the global and defaults sections of every HAProxy the
+# benchmarks run (one thread; 16 KiB buffers, HAProxy's default).
 haproxy_head() {
     cat <<CFG
 global

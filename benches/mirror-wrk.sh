@@ -124,18 +124,12 @@ fi
 hv=$("$haproxy" -v); echo "${hv%%$'\n'*}"
 # The shadow target: a second HAProxy process answering 204 (as a shadow
 # server elsewhere would, it does not share the production HAProxy's thread).
-cat > "$dir/target.cfg" <<CFG
-global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
+{ haproxy_head; cat <<CFG
 frontend target
     bind 127.0.0.1:18182
     http-request return status 204
 CFG
+} > "$dir/target.cfg"
 "$haproxy" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 & pids+=($!)
 "$haproxy" -f "$dir/target.cfg" -db >"$dir/target.log" 2>&1 & pids+=($!)
 threads=${MIRROR_THREADS:-1}

@@ -41,14 +41,7 @@ trap cleanup EXIT
 
 # Ports: app 18282, shadow 18283; nginx 18280 (N) and 18281 (NM);
 # HAProxy 18284 (H), 18285 (HM), 18286 (HM2), 18287 (HE); agents 18290-18292.
-cat > "$dir/backends.cfg" <<CFG
-global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
+{ haproxy_head; cat <<CFG
 frontend app
     bind 127.0.0.1:18282
     http-request return status 200 content-type text/plain string "ok"
@@ -56,6 +49,7 @@ frontend shadow
     bind 127.0.0.1:18283
     http-request return status 204
 CFG
+} > "$dir/backends.cfg"
 mkdir -p "$dir/nginx/logs" "$dir/nginx/tmp"
 cat > "$dir/nginx/nginx.conf" <<CONF
 worker_processes 1;
