@@ -662,7 +662,7 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
         // What the connection has for us: answers, a deadline passed, output
         // that now fits. Under load every batch looks, and the tick has
         // nothing to add.
-        let now = Instant::now();
+        let mut now = Instant::now();
         if let Some(p) = pipe.as_mut() {
             if !ticked || now.saturating_duration_since(serviced) >= ANSWER_TICK / 2 {
                 serviced = now;
@@ -691,6 +691,8 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
                     .map_err(|_| TargetError::Connect),
                 Err(e) => Err(e),
             };
+            // The requests' clock starts once the connection is there.
+            now = Instant::now();
             match opened {
                 Ok(p) => pipe = Some(p),
                 Err(e) => {
@@ -705,7 +707,6 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
         let Some(p) = pipe.as_mut() else {
             continue;
         };
-        let now = Instant::now();
         let mut sent = 0;
         {
             let live = inner.live.load();
