@@ -17,7 +17,7 @@
 # options within one run (same HAProxy, same target, same load):
 #   B0. another spop-mirror binary (MIRROR_BASE, e.g. the main branch's
 #       build) with MIRROR_BASE_ARGS;
-#   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 16).
+#   B2, B3. this build with MIRROR_ARGS2, MIRROR_ARGS3 (e.g. --pipeline 64).
 # Each mirroring set-up gets the same summary (median of the rounds, p99 too),
 # and a table of where the two cores went in each set-up and in E (HAProxy,
 # target, agent, wrk: CPU seconds per second), which tells whether the

@@ -10,7 +10,7 @@
 #       (`mirror_request_body on`, keep-alive to both);
 #   H.  HAProxy proxying to the app;
 #   HM. HAProxy proxying, SPOE filter, spop-mirror mirroring every request;
-#   HM2 the same with MIRROR_ARGS2 (default "--pipeline 16");
+#   HM2 the same with MIRROR_ARGS2 (default "--pipeline 64");
 #   HE. HAProxy proxying, SPOE filter, an agent on this crate that only ACKs
 #       (the ceiling for any SPOE agent).
 # The set-ups run in turn, ROUNDS times (default 3); each round's ratios are
@@ -119,7 +119,7 @@ CFG
 "$haproxy" -f "$dir/backends.cfg" -db >"$dir/backends.log" 2>&1 & pids+=($!)
 "$haproxy" -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 & pids+=($!)
 "$nginx" -p "$dir/nginx" -c "$dir/nginx/nginx.conf" >"$dir/nginx.log" 2>&1 & pids+=($!)
-args2=${MIRROR_ARGS2:---pipeline 16}
+args2=${MIRROR_ARGS2:---pipeline 64}
 "$mirror" --threads 1 --listen 127.0.0.1:18290 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18293 --log-level warn & pids+=($!)
 # shellcheck disable=SC2086
 "$mirror" --threads 1 --listen 127.0.0.1:18291 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18294 --log-level warn $args2 & pids+=($!)

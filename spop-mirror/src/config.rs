@@ -139,8 +139,9 @@ pub struct Config {
     pub request_timeout: Duration,
 
     /// Requests in flight at once per target: so many connections, one
-    /// request at a time each; with --pipeline N, max-concurrency / N
-    /// connections (at least one) of up to N requests each.
+    /// request at a time each; with --pipeline N, up to max-concurrency / N
+    /// connections (at least one) of up to N requests each, filled in
+    /// order (the next opens only while those before it are full).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_concurrency: usize,
 
@@ -309,9 +310,14 @@ pub struct Config {
     /// when it is written. Answers are read when the connection next writes,
     /// or every millisecond while requests are in flight, so the latency
     /// histogram of a pipelined target is up to 1 ms coarse. Pipelined
-    /// connections run on the SPOP thread (they never wait). A target
-    /// has --max-concurrency / N of them (at least one), so up to
-    /// --max-concurrency requests (N if more) are in flight. 0 (the
+    /// connections run on the SPOP thread, one task per target (they never
+    /// wait). A target has up to --max-concurrency / N of them (at least
+    /// one), so up to --max-concurrency requests (N if more) are in flight;
+    /// requests fill its first connection, and the next opens only while
+    /// those before it have N in flight: a target that keeps up gets every
+    /// request on one connection. An HTTP/1.1 server answers a
+    /// connection's requests one after the other, so a slow target needs
+    /// more connections (a higher --max-concurrency). 0 (the
     /// default) sends one request at a time with hyper. Mirrored requests
     /// are never resent: those a target drops mid-pipeline are counted as
     /// errors. Plain http:// targets only; ignored with --http2. Also a

@@ -415,28 +415,30 @@ fn start_target(inner: &Arc<Inner>, policy: Arc<Policy>) -> Arc<Target> {
         up_since: AtomicU64::new(0),
         policy: ArcSwap::new(Arc::clone(&policy)),
     });
-    // The target's connections share its queue; each owns one keep-alive
-    // connection and sends one request at a time (hyper), or a batch of
-    // them at once with `--pipeline` (plain http:// HTTP/1.1 targets).
+    // hyper: the target's connections share its queue, each with one
+    // keep-alive connection and one request at a time. `--pipeline N` (plain
+    // http:// HTTP/1.1 targets): one task holds the target's connections,
+    // up to N requests in flight on each, so that max_concurrency requests
+    // in flight take max_concurrency / N of them.
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let pipelined = policy.pipeline > 0 && !policy.http2 && policy.tls.is_none();
-    // A pipelined connection carries up to `pipeline` requests at once: so
-    // many fewer connections keep `max_concurrency` requests in flight.
-    let workers = if pipelined {
-        (policy.max_concurrency / policy.pipeline).max(1)
-    } else {
-        policy.max_concurrency
-    };
     if let Ok(mut tasks) = inner.tasks.lock() {
-        for _ in 0..workers {
-            let (inner, t, rx) = (Arc::clone(inner), Arc::clone(&t), Arc::clone(&rx));
-            if pipelined {
-                let worker = pipeline_worker(Arc::clone(&inner), t, rx, policy.pipeline);
-                match &inner.pipelined_on {
-                    Some(rt) => tasks.spawn_on(worker, rt),
-                    None => tasks.spawn(worker),
-                };
-            } else {
+        if pipelined {
+            let slots = (policy.max_concurrency / policy.pipeline).max(1);
+            let worker = pipeline_worker(
+                Arc::clone(inner),
+                Arc::clone(&t),
+                rx,
+                policy.pipeline,
+                slots,
+            );
+            match &inner.pipelined_on {
+                Some(rt) => tasks.spawn_on(worker, rt),
+                None => tasks.spawn(worker),
+            };
+        } else {
+            for _ in 0..policy.max_concurrency {
+                let (inner, t, rx) = (Arc::clone(inner), Arc::clone(&t), Arc::clone(&rx));
                 tasks.spawn(connection_worker(inner, t, rx));
             }
         }
@@ -598,20 +600,32 @@ async fn next_batch(
     true
 }
 
-/// One connection to a target with spop-mirror's own HTTP/1.1 writer
-/// (`--pipeline N`): takes requests off the target's queue as they come, up
-/// to `depth` in flight on the connection, and writes each batch in one go
-/// (each request with the target's policy applied: Host, header edits and
-/// redaction, the loop marker, exactly as the hyper path does) without
-/// waiting for the answers of the previous ones. Answers are read when the
-/// next batch goes out, or on a tick of [`ANSWER_TICK`] while requests are
-/// in flight (the socket is not watched, see [`crate::pipeline`]); each
-/// request has the request timeout from its hand-over. Requests the
-/// connection loses (closed, timed out, a bad answer) are counted as errors
-/// and never resent; the connection is then dropped.
-async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth: usize) {
+/// The pipelined connections of one target, spop-mirror's own HTTP/1.1
+/// writer (`--pipeline N`), in one task: takes requests off the target's
+/// queue as they come and writes each batch in one go (each request with the
+/// target's policy applied: Host, header edits and redaction, the loop
+/// marker, exactly as the hyper path does) without waiting for the answers
+/// of the previous ones. A batch goes to the first connection with room
+/// (fewer than `depth` in flight): a target that keeps up gets every request
+/// on one connection, in the fewest writes and reads on both sides, and the
+/// next of the `slots` connections opens only while the ones before it are
+/// full (a slow target). Answers are read when the connection next writes,
+/// or on a tick of [`ANSWER_TICK`] while requests are in flight (the sockets
+/// are not watched, see [`crate::pipeline`]); each request has the request
+/// timeout from its hand-over. Requests a connection loses (closed, timed
+/// out, a bad answer) are counted as errors and never resent; that
+/// connection is then dropped.
+async fn pipeline_worker(
+    inner: Arc<Inner>,
+    t: Arc<Target>,
+    queue: Queue,
+    depth: usize,
+    slots: usize,
+) {
     let depth = depth.max(1);
-    let mut pipe: Option<Pipe> = None;
+    let slots = slots.max(1);
+    // The open connections, the first to fill first.
+    let mut conns: Vec<Conn> = Vec::new();
     let mut shutdown = inner.shutdown.subscribe();
     let mut retired = t.retired.subscribe();
     let mut batch: Vec<Arc<Queued>> = Vec::with_capacity(depth);
@@ -621,57 +635,55 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
     let mut open = true;
     let mut serviced = Instant::now();
     loop {
-        let busy = pipe
-            .as_ref()
-            .is_some_and(|p| p.in_flight() > 0 || p.writing());
+        let busy = conns.iter().any(|c| c.pipe.busy());
         if !open && !busy {
             break;
         }
-        let room = match &pipe {
-            Some(p) if p.writing() => 0,
-            Some(p) => depth.saturating_sub(p.in_flight()),
-            None => depth,
-        };
+        let space = conns.iter().map(|c| c.room(depth)).sum::<usize>()
+            + slots.saturating_sub(conns.len()) * depth;
         batch.clear();
         let policy = t.policy.load_full();
-        let ticked = match pipe.as_mut() {
+        let ticked = if open && space > 0 {
             // More requests, and answers looked at by the way (or on the
             // tick when no request comes).
-            _ if open && room > 0 => tokio::select! {
+            tokio::select! {
                 biased;
-                more = next_batch(&queue, &mut shutdown, &mut retired, room, &mut batch) => {
+                more = next_batch(&queue, &mut shutdown, &mut retired, space, &mut batch) => {
                     open = more;
                     false
                 }
                 _ = tick.tick(), if busy => true,
-            },
-            // The connection cannot take more (or the queue is closed):
-            // wait for its answers, or room to write, up to its deadline.
-            Some(p) => {
-                let deadline = p
-                    .oldest()
-                    .map_or_else(Instant::now, |at| at + policy.request_timeout);
-                if let Err(e) = p.ready(deadline).await {
-                    lose(p, tm, e);
-                    pipe = None;
-                }
-                false
             }
-            None => continue,
+        } else {
+            // No connection can take more (or the queue is closed): wait
+            // for answers, or room to write, up to the oldest deadline.
+            let mut waits: futures::stream::FuturesUnordered<_> = conns
+                .iter_mut()
+                .filter(|c| c.pipe.busy())
+                .map(|c| {
+                    let deadline = c
+                        .pipe
+                        .oldest()
+                        .map_or_else(Instant::now, |at| at + policy.request_timeout);
+                    c.pipe.ready(deadline)
+                })
+                .collect();
+            // The first one ready is enough; the others stop watching.
+            let _ = futures::StreamExt::next(&mut waits).await;
+            false
         };
-        // What the connection has for us: answers, a deadline passed, output
-        // that now fits. Under load every batch looks, and the tick has
-        // nothing to add.
+        // What the connections have for us: answers, a deadline passed,
+        // output that now fits. Under load every batch looks, and the tick
+        // has nothing to add.
         let mut now = Instant::now();
-        if let Some(p) = pipe.as_mut() {
-            if !ticked || now.saturating_duration_since(serviced) >= ANSWER_TICK / 2 {
-                serviced = now;
-                if let Err(e) = service(p, tm, policy.request_timeout, now) {
-                    lose(p, tm, e);
-                    pipe = None;
-                }
-            }
+        let look = !ticked || now.saturating_duration_since(serviced) >= ANSWER_TICK / 2;
+        if look {
+            serviced = now;
         }
+        conns.retain_mut(|c| {
+            c.looked = look && c.pipe.busy();
+            !c.looked || keep(&mut c.pipe, tm, policy.request_timeout, now)
+        });
         if batch.is_empty() {
             continue;
         }
@@ -682,55 +694,109 @@ async fn pipeline_worker(inner: Arc<Inner>, t: Arc<Target>, queue: Queue, depth:
             }
             continue;
         }
-        if pipe.is_none() {
-            let attempt = inner.epoch.elapsed().as_millis() as u64;
-            let opened = match connect_tcp(&t, &policy).await {
-                Ok(s) => s
-                    .into_std()
-                    .and_then(Pipe::new)
-                    .map_err(|_| TargetError::Connect),
-                Err(e) => Err(e),
-            };
-            // The requests' clock starts once the connection is there.
-            now = Instant::now();
-            match opened {
-                Ok(p) => pipe = Some(p),
-                Err(e) => {
-                    for _ in &batch {
-                        tm.error(e);
+        let live = inner.live.load();
+        let target = crate::h1::Target {
+            policy: &policy,
+            loop_marker: live.set.loop_marker.as_ref(),
+            prefix: &t.prefix,
+            authority: t.authority.as_bytes(),
+        };
+        // The first connection with room takes what it can, then the next;
+        // a new one opens when those there are full.
+        let mut next = 0;
+        let mut k = 0;
+        while next < batch.len() && k < slots {
+            // An idle connection the target may have closed meanwhile (its
+            // keep-alive timeout): found out now, not with the requests
+            // written on it; and so for the one that takes its place.
+            while k < conns.len()
+                && !conns[k].looked
+                && !conns[k].pipe.busy()
+                && !keep(&mut conns[k].pipe, tm, policy.request_timeout, now)
+            {
+                conns.remove(k);
+            }
+            if k == conns.len() {
+                let attempt = inner.epoch.elapsed().as_millis() as u64;
+                let opened = match connect_tcp(&t, &policy).await {
+                    Ok(s) => s
+                        .into_std()
+                        .and_then(Pipe::new)
+                        .map_err(|_| TargetError::Connect),
+                    Err(e) => Err(e),
+                };
+                // The requests' clock starts once the connection is there.
+                now = Instant::now();
+                match opened {
+                    Ok(pipe) => conns.push(Conn { pipe, looked: true }),
+                    Err(e) => {
+                        for _ in next..batch.len() {
+                            tm.error(e);
+                        }
+                        next = batch.len();
+                        target_down(&inner, &t, attempt);
                     }
-                    target_down(&inner, &t, attempt);
-                    continue;
                 }
             }
-        }
-        let Some(p) = pipe.as_mut() else {
-            continue;
-        };
-        let mut sent = 0;
-        {
-            let live = inner.live.load();
-            let target = crate::h1::Target {
-                policy: &policy,
-                loop_marker: live.set.loop_marker.as_ref(),
-                prefix: &t.prefix,
-                authority: t.authority.as_bytes(),
-            };
-            for q in &batch {
-                if crate::h1::encode(&target, &q.req, p.output()) {
-                    p.sent(q.req.method() == "HEAD", now);
+            let Some(c) = conns.get_mut(k) else { break };
+            let take = c.room(depth).min(batch.len() - next);
+            k += 1;
+            if take == 0 {
+                continue;
+            }
+            let mut sent = 0;
+            for q in batch.get(next..next + take).unwrap_or_default() {
+                if crate::h1::encode(&target, &q.req, c.pipe.output()) {
+                    c.pipe.sent(q.req.method() == "HEAD", now);
                     sent += 1;
                 } else {
                     tm.error(TargetError::Other);
                 }
             }
+            next += take;
+            tm.flight(sent);
+            if let Err(e) = c.pipe.flush() {
+                lose(&c.pipe, tm, e);
+                k -= 1;
+                conns.remove(k);
+            }
+        }
+        // The batch was sized to the room there was, which only grows; a
+        // request left over would be a bug, counted rather than kept.
+        for _ in next..batch.len() {
+            tm.error(TargetError::Other);
         }
         // The requests' memory is released once encoded.
         batch.clear();
-        tm.flight(sent);
-        if let Err(e) = p.flush() {
+    }
+}
+
+/// One open pipelined connection of [`pipeline_worker`].
+struct Conn {
+    pipe: Pipe,
+    /// Its answers were read in this turn of the loop.
+    looked: bool,
+}
+
+impl Conn {
+    /// What the connection can take now.
+    fn room(&self, depth: usize) -> usize {
+        if self.pipe.writing() {
+            0
+        } else {
+            depth.saturating_sub(self.pipe.in_flight())
+        }
+    }
+}
+
+/// [`service`], and `false` (the requests in flight counted as lost) if
+/// the connection is to be dropped.
+fn keep(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) -> bool {
+    match service(p, tm, timeout, now) {
+        Ok(()) => true,
+        Err(e) => {
             lose(p, tm, e);
-            pipe = None;
+            false
         }
     }
 }
@@ -1375,6 +1441,119 @@ mod tests {
         assert_eq!(tm.in_flight(), 0);
         drop(release);
         thread.join().unwrap().unwrap_err();
+    }
+
+    /// `--pipeline`: a target that keeps up gets every request on its first
+    /// connection; the next connection opens only while the first has N in
+    /// flight; an idle connection the target closed (and the one after it)
+    /// is found out before requests are written on it.
+    #[tokio::test]
+    async fn pipelined_fill_first_then_spill() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) {
+            let mut got = vec![0u8; n];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !ok() {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let u = format!("http://{}", l.local_addr().unwrap());
+        async fn no_new_connection(l: &tokio::net::TcpListener) {
+            let more = tokio::time::timeout(Duration::from_millis(100), l.accept()).await;
+            assert!(more.is_err(), "no other connection: {more:?}");
+        }
+        // Two connections of two requests each.
+        let args = [
+            "spop-mirror",
+            "--target",
+            &u,
+            "--pipeline",
+            "2",
+            "--max-concurrency",
+            "4",
+        ];
+        let set = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
+        let c = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
+        let req = request(&[(b"host", b"h")]);
+        let len = encoded(&c, [&req]).len();
+        let metrics = Metrics::new([u.clone()]);
+        let (mirror, workers) = Mirror::start_with(set, Arc::clone(&metrics), None);
+        let tm = &metrics.targets()[0];
+        const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
+        // One at a time, answered: all on the first connection.
+        let mut a = None;
+        for n in 1..=5 {
+            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+            if n == 1 {
+                a = Some(l.accept().await.unwrap().0);
+            }
+            let a = a.as_mut().unwrap();
+            read_exactly(a, len).await;
+            a.write_all(NO_CONTENT).await.unwrap();
+            until("answered", || tm.responses(2) == n).await;
+        }
+        no_new_connection(&l).await;
+        let mut a = a.unwrap();
+        // Three at once: two fill the first connection, the third opens the
+        // second.
+        for _ in 0..3 {
+            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        }
+        read_exactly(&mut a, 2 * len).await;
+        let (mut b, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        read_exactly(&mut b, len).await;
+        a.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
+        b.write_all(NO_CONTENT).await.unwrap();
+        until("eight answered", || tm.responses(2) == 8).await;
+        // The target closes the idle first connection: the next request goes
+        // on the second, none is lost, no third connection.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        read_exactly(&mut b, len).await;
+        b.write_all(NO_CONTENT).await.unwrap();
+        until("nine answered", || tm.responses(2) == 9).await;
+        no_new_connection(&l).await;
+        // Both connections idle and closed by the target: the request goes
+        // on a new one.
+        for _ in 0..3 {
+            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        }
+        read_exactly(&mut b, 2 * len).await;
+        let (mut c, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        read_exactly(&mut c, len).await;
+        b.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
+        c.write_all(NO_CONTENT).await.unwrap();
+        until("twelve answered", || tm.responses(2) == 12).await;
+        drop((b, c));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+        let (mut d, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        read_exactly(&mut d, len).await;
+        d.write_all(NO_CONTENT).await.unwrap();
+        until("thirteen answered", || tm.responses(2) == 13).await;
+        assert_eq!(tm.errors(TargetError::Other), 0);
+        assert_eq!(tm.in_flight(), 0);
+        mirror.close();
+        assert!(workers.drain(Duration::from_secs(5)).await, "drained");
     }
 
     /// `--pipeline`: the queued requests go out in one write, byte for byte

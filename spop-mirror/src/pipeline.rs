@@ -61,6 +61,21 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Past this capacity, the output buffer is given back once written.
 const KEEP_OUTPUT: usize = 256 * 1024;
 
+/// A connection's socket while the reactor watches it; back in its place,
+/// unwatched, when dropped.
+struct Watched<'a> {
+    stream: Option<tokio::net::TcpStream>,
+    home: &'a mut Option<TcpStream>,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.stream.take() {
+            *self.home = s.into_std().ok();
+        }
+    }
+}
+
 impl Pipe {
     /// Takes a connected stream; sets it non-blocking.
     pub(crate) fn new(stream: TcpStream) -> std::io::Result<Self> {
@@ -86,6 +101,11 @@ impl Pipe {
         self.written < self.out.len()
     }
 
+    /// Requests in flight, or output waiting to be written.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight() > 0 || self.writing()
+    }
+
     /// When the oldest request in flight was handed over.
     pub(crate) fn oldest(&self) -> Option<Instant> {
         self.sent.front().map(|&(_, at)| at)
@@ -105,20 +125,29 @@ impl Pipe {
     /// Waits, up to `deadline`, until the socket has answers to read (or
     /// room to write, while output is pending). The socket is watched by
     /// tokio's reactor only meanwhile (two `epoll_ctl`), for when the
-    /// connection cannot go on without its answers: all N requests in
-    /// flight, or output stuck.
+    /// target's connections cannot go on without answers: all N requests
+    /// in flight on each, or output stuck. Cancel-safe: dropped before the
+    /// end (another connection was ready first), it leaves the connection
+    /// as it was, unwatched.
     pub(crate) async fn ready(&mut self, deadline: Instant) -> Result<(), Lost> {
-        let stream = self.stream.take().ok_or(Lost::Io)?;
-        let watched = tokio::net::TcpStream::from_std(stream).map_err(|_| Lost::Io)?;
         let interest = if self.writing() {
             tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
         } else {
             tokio::io::Interest::READABLE
         };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let _ = tokio::time::timeout_at(deadline, watched.ready(interest)).await;
-        self.stream = Some(watched.into_std().map_err(|_| Lost::Io)?);
-        Ok(())
+        let stream = self.stream.take().ok_or(Lost::Io)?;
+        // Given back when the wait ends or is dropped (another connection
+        // was ready first): cancelling loses nothing.
+        let watched = Watched {
+            stream: Some(tokio::net::TcpStream::from_std(stream).map_err(|_| Lost::Io)?),
+            home: &mut self.stream,
+        };
+        if let Some(s) = &watched.stream {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let _ = tokio::time::timeout_at(deadline, s.ready(interest)).await;
+        }
+        drop(watched);
+        self.stream.as_ref().map(|_| ()).ok_or(Lost::Io)
     }
 
     /// Writes what the socket takes now; `Ok` also when some output is left
@@ -374,6 +403,38 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(statuses, [200]);
+    }
+
+    /// A wait dropped before its end (another connection was ready first)
+    /// leaves the connection as it was; a wait that ends finds the answer.
+    #[tokio::test]
+    async fn a_cancelled_wait_keeps_the_connection() {
+        let (mut p, mut s) = pair();
+        p.output().extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        p.sent(false, Instant::now());
+        p.flush().unwrap();
+        let mut first = [0u8; 18];
+        s.read_exact(&mut first).unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), p.ready(far)).await;
+        assert!(cancelled.is_err(), "no answer yet: {cancelled:?}");
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), p.ready(far))
+            .await
+            .expect("ready once the answer is there")
+            .unwrap();
+        let mut statuses = Vec::new();
+        p.read_answers(Instant::now(), |st, _| statuses.push(st))
+            .unwrap();
+        assert_eq!(statuses, [204]);
+        // Still the same connection, and unwatched again: it writes and
+        // reads as before.
+        p.output().extend_from_slice(b"GET /2 HTTP/1.1\r\n\r\n");
+        p.sent(false, Instant::now());
+        p.flush().unwrap();
+        let mut got = [0u8; 19];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"GET /2 HTTP/1.1\r\n\r\n");
     }
 
     #[test]

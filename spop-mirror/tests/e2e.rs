@@ -235,9 +235,10 @@ async fn wait_answered(mirror: &Mirror, target: &Target, n: usize) {
     }
 }
 
-/// `--pipeline 4 --max-concurrency 8` (two connections of four in flight)
-/// towards a target that takes 1 ms per answer, under 16 concurrent clients:
-/// the windows fill and the connections wait for answers (the socket is
+/// `--pipeline 4 --max-concurrency 8` (up to two connections of four in
+/// flight, the second opened while the first is full) towards a target that
+/// takes 1 ms per answer, under 16 concurrent clients: both windows fill and
+/// the worker waits for either connection's answers (the sockets are
 /// watched only then), yet every request is mirrored exactly once, with no
 /// error and nothing dropped.
 async fn pipelined_under_load(version: Version) {
