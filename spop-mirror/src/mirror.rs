@@ -1328,6 +1328,43 @@ mod tests {
         drop((l1, l2));
     }
 
+    /// The targets of `args`, a request, and its length as written.
+    fn pipelined_set(args: &[&str]) -> (TargetSet, MirrorRequest, usize) {
+        let set = || TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
+        let req = request(&[(b"host", b"h")]);
+        let len = encoded(&set(), [&req]).len();
+        (set(), req, len)
+    }
+
+    /// Reads `n` bytes from a test target's side of a connection.
+    async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        got
+    }
+
+    /// Waits up to 5 s for `ok`.
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The next connection to a test target, within 5 s.
+    async fn accepted(l: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let (s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        s
+    }
+
     /// The bytes the pipelined path writes for `reqs` to `c`'s first target.
     fn encoded<'a>(c: &TargetSet, reqs: impl IntoIterator<Item = &'a MirrorRequest>) -> Vec<u8> {
         let authority = c.targets[0].uri.authority().unwrap().as_str().to_owned();
@@ -1353,24 +1390,10 @@ mod tests {
     #[tokio::test]
     async fn pipelined_window_timeout_and_drain() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) {
-            let mut got = vec![0u8; n];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-        }
         async fn nothing_more(s: &mut tokio::net::TcpStream) {
             let mut b = [0u8; 1];
             let more = tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await;
             assert!(more.is_err(), "nothing past the window: {more:?}");
-        }
-        async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !ok() {
-                assert!(Instant::now() < deadline, "{what}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
         }
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let u = format!("http://{}", l.local_addr().unwrap());
@@ -1385,10 +1408,7 @@ mod tests {
             "--request-timeout",
             "1s",
         ];
-        let set = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
-        let c = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
-        let req = request(&[(b"host", b"h")]);
-        let len = encoded(&c, [&req]).len();
+        let (set, req, len) = pipelined_set(&args);
         // The workers' runtime, on a thread of its own.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1449,21 +1469,7 @@ mod tests {
     /// is found out before requests are written on it.
     #[tokio::test]
     async fn pipelined_fill_first_then_spill() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) {
-            let mut got = vec![0u8; n];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !ok() {
-                assert!(Instant::now() < deadline, "{what}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        use tokio::io::AsyncWriteExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let u = format!("http://{}", l.local_addr().unwrap());
         async fn no_new_connection(l: &tokio::net::TcpListener) {
@@ -1480,10 +1486,7 @@ mod tests {
             "--max-concurrency",
             "4",
         ];
-        let set = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
-        let c = TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
-        let req = request(&[(b"host", b"h")]);
-        let len = encoded(&c, [&req]).len();
+        let (set, req, len) = pipelined_set(&args);
         let metrics = Metrics::new([u.clone()]);
         let (mirror, workers) = Mirror::start_with(set, Arc::clone(&metrics), None);
         let tm = &metrics.targets()[0];
@@ -1494,7 +1497,7 @@ mod tests {
         for n in 1..=5 {
             assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
             if n == 1 {
-                a = Some(l.accept().await.unwrap().0);
+                a = Some(accepted(&l).await);
             }
             let a = a.as_mut().unwrap();
             read_exactly(a, len).await;
@@ -1503,20 +1506,21 @@ mod tests {
         }
         no_new_connection(&l).await;
         let mut a = a.unwrap();
-        // Three at once: two fill the first connection, the third opens the
-        // second.
-        for _ in 0..3 {
-            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
-        }
-        read_exactly(&mut a, 2 * len).await;
-        let (mut b, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
-            .await
-            .unwrap()
-            .unwrap();
-        read_exactly(&mut b, len).await;
-        a.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
-        b.write_all(NO_CONTENT).await.unwrap();
-        until("eight answered", || tm.responses(2) == 8).await;
+        // Three at once: two fill `first`, the third opens the next
+        // connection (returned); all three answered.
+        let spill = async |first: &mut tokio::net::TcpStream, answered: u64| {
+            for _ in 0..3 {
+                assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
+            }
+            read_exactly(first, 2 * len).await;
+            let mut next = accepted(&l).await;
+            read_exactly(&mut next, len).await;
+            first.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
+            next.write_all(NO_CONTENT).await.unwrap();
+            until("three more answered", || tm.responses(2) == answered + 3).await;
+            next
+        };
+        let mut b = spill(&mut a, 5).await;
         // The target closes the idle first connection: the next request goes
         // on the second, none is lost, no third connection.
         drop(a);
@@ -1528,25 +1532,11 @@ mod tests {
         no_new_connection(&l).await;
         // Both connections idle and closed by the target: the request goes
         // on a new one.
-        for _ in 0..3 {
-            assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
-        }
-        read_exactly(&mut b, 2 * len).await;
-        let (mut c, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
-            .await
-            .unwrap()
-            .unwrap();
-        read_exactly(&mut c, len).await;
-        b.write_all(&NO_CONTENT.repeat(2)).await.unwrap();
-        c.write_all(NO_CONTENT).await.unwrap();
-        until("twelve answered", || tm.responses(2) == 12).await;
+        let c = spill(&mut b, 9).await;
         drop((b, c));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
-        let (mut d, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
-            .await
-            .unwrap()
-            .unwrap();
+        let mut d = accepted(&l).await;
         read_exactly(&mut d, len).await;
         d.write_all(NO_CONTENT).await.unwrap();
         until("thirteen answered", || tm.responses(2) == 13).await;
@@ -1563,15 +1553,7 @@ mod tests {
     /// resent, and the next request goes on a new connection.
     #[tokio::test]
     async fn pipelined_requests_and_a_target_closing_mid_pipeline() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
-            let mut got = vec![0u8; n];
-            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            got
-        }
+        use tokio::io::AsyncWriteExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let u = format!("http://{}", l.local_addr().unwrap());
         let set = || {
