@@ -69,10 +69,11 @@ pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> 
     // The request's headers with the target's edits (remove, redact, set,
     // add: the same as `Policy::edit` does on hyper's path), then the loop
     // marker.
-    let mut lines: Vec<(&[u8], &[u8])> = t.policy.headers_out(req.headers()).collect();
-    if let Some((name, value)) = t.loop_marker {
-        lines.push((name.as_str().as_bytes(), value.as_bytes()));
-    }
+    let marker = t
+        .loop_marker
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    let lines = Lines::collect(t.policy.headers_out(req.headers()).chain(marker));
+    let lines = lines.as_slice();
     if lines.iter().any(|(_, v)| !is_value(v)) {
         out.truncate(mark);
         return false;
@@ -185,6 +186,51 @@ pub(crate) fn encode(t: &Target<'_>, req: &MirrorRequest, out: &mut Vec<u8>) -> 
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body());
     true
+}
+
+/// Header lines [`encode`] keeps on the stack; past that, in a `Vec`.
+const LINES_ON_STACK: usize = 32;
+
+/// A request's header lines for [`encode`]: on the stack up to
+/// [`LINES_ON_STACK`] of them (most requests), so that encoding allocates
+/// nothing; all in a `Vec` past that.
+struct Lines<'a> {
+    stack: [(&'a [u8], &'a [u8]); LINES_ON_STACK],
+    on_stack: usize,
+    /// Empty (no allocation) unless there are more lines than the stack
+    /// holds.
+    heap: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> Lines<'a> {
+    fn collect(lines: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut this = Self {
+            stack: [(&[], &[]); LINES_ON_STACK],
+            on_stack: 0,
+            heap: Vec::new(),
+        };
+        for line in lines {
+            if !this.heap.is_empty() {
+                this.heap.push(line);
+            } else if let Some(slot) = this.stack.get_mut(this.on_stack) {
+                *slot = line;
+                this.on_stack += 1;
+            } else {
+                this.heap.reserve(2 * LINES_ON_STACK);
+                this.heap.extend_from_slice(&this.stack);
+                this.heap.push(line);
+            }
+        }
+        this
+    }
+
+    fn as_slice(&self) -> &[(&'a [u8], &'a [u8])] {
+        if self.heap.is_empty() {
+            self.stack.get(..self.on_stack).unwrap_or_default()
+        } else {
+            &self.heap
+        }
+    }
 }
 
 /// Why reading answers stopped.
@@ -612,15 +658,23 @@ mod tests {
         }
     }
 
-    /// Many headers (the hash-map grouping) give the same order as few.
+    /// Many headers (the hash-map grouping) give the same order as few;
+    /// so do the counts around the lines kept on the stack
+    /// ([`LINES_ON_STACK`]) and the linear grouping's limit.
     #[tokio::test]
     async fn same_bytes_as_hyper_with_many_headers() {
         let names: Vec<String> = (0..200).map(|i| format!("x-h{}", i % 70)).collect();
-        let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"h")];
-        headers.extend(names.iter().map(|n| (n.as_bytes(), &b"v"[..])));
-        let r = request("POST", &headers, b"abc");
         let c = cfg(&["--add-header", "x-h3: added"]);
-        assert_eq!(ours(&c, &r), hyper_bytes(&c, &r).await);
+        let around = |n: usize| n - 3..=n + 2;
+        for count in around(LINES_ON_STACK)
+            .chain(around(LINEAR_GROUPING))
+            .chain([200])
+        {
+            let mut headers: Vec<(&[u8], &[u8])> = vec![(b"host", b"h")];
+            headers.extend(names.iter().take(count).map(|n| (n.as_bytes(), &b"v"[..])));
+            let r = request("POST", &headers, b"abc");
+            assert_eq!(ours(&c, &r), hyper_bytes(&c, &r).await, "{count} headers");
+        }
     }
 
     fn feed(a: &mut Answers, mut bytes: &[u8]) {

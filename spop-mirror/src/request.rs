@@ -387,11 +387,32 @@ pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     }
 }
 
-fn lower(name: &[u8]) -> Cow<'_, [u8]> {
-    if name.iter().any(u8::is_ascii_uppercase) {
-        Cow::Owned(name.to_ascii_lowercase())
+/// What becomes of a request header on its way to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Content-Length or Transfer-Encoding: the framing is the library's
+    /// to check, and the target's Content-Length is written anew.
+    Framing,
+    /// Host (its first value is kept, apart).
+    Host,
+    /// Hop-by-hop, or named by the Connection header: not forwarded.
+    Dropped,
+    /// Sent on.
+    Kept,
+}
+
+/// The class of a header `name`; `named` tells whether the Connection
+/// header names it.
+fn class(name: &[u8], named: impl Fn(&[u8]) -> bool) -> Class {
+    let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    if is(b"content-length") || is(b"transfer-encoding") {
+        Class::Framing
+    } else if is(b"host") {
+        Class::Host
+    } else if HOP_BY_HOP.iter().any(|h| is(h)) || named(name) {
+        Class::Dropped
     } else {
-        Cow::Borrowed(name)
+        Class::Kept
     }
 }
 
@@ -462,7 +483,13 @@ pub fn build<'a>(msg: &Message<'a>, names: &ArgNames) -> Result<MirrorRequest, B
     if !is_token(method) {
         return Err(BadMessage::BadMethod);
     }
-    let (path, uri_reencoded) = origin_form(url)?;
+    // What `http::Uri` takes (hyper's path): checked on a view of the
+    // frame where the path lies in it, so that checking copies nothing.
+    let valid = |p: &[u8]| match msg.slice_ref(p) {
+        Some(view) => http::uri::PathAndQuery::from_maybe_shared(view).is_ok(),
+        None => http::uri::PathAndQuery::try_from(p).is_ok(),
+    };
+    let (path, uri_reencoded) = origin_form(url, valid)?;
     let version: &[u8] = if version.len() <= 16 && is_value(version) {
         version
     } else {
@@ -481,9 +508,26 @@ pub fn build<'a>(msg: &Message<'a>, names: &ArgNames) -> Result<MirrorRequest, B
             }
         }
     }
-    // Second pass: validate, classify, measure.
-    let mut kept: Vec<(&[u8], &[u8])> = Vec::with_capacity(headers.len());
+    // Whether the Connection header names this header (no allocation for
+    // names up to 64 bytes).
+    let named = |name: &[u8]| -> bool {
+        if named_by_connection.is_empty() {
+            return false;
+        }
+        let mut small = [0u8; 64];
+        match small.get_mut(..name.len()) {
+            Some(lowered) => {
+                lowered.copy_from_slice(name);
+                lowered.make_ascii_lowercase();
+                named_by_connection.contains(&*lowered)
+            }
+            None => named_by_connection.contains(name.to_ascii_lowercase().as_slice()),
+        }
+    };
+    // Second pass: validate, classify, measure (the headers are copied in
+    // a third pass, so that nothing is allocated to remember them).
     let mut host: Option<&[u8]> = None;
+    let mut kept = 0usize;
     let mut size = method.len() + path.len() + version.len() + body.len();
     for (name, value) in headers.iter_ref() {
         if !is_token(name) {
@@ -492,27 +536,20 @@ pub fn build<'a>(msg: &Message<'a>, names: &ArgNames) -> Result<MirrorRequest, B
         if !is_value(value) {
             return Err(BadMessage::BadHeaders);
         }
-        let lname = lower(name);
-        let lname: &[u8] = &lname;
-        if lname == b"content-length" || lname == b"transfer-encoding" {
-            // Checked below, with the library's framing rules.
-            continue;
-        }
-        if lname == b"host" {
-            if host.is_none() {
+        match class(name, named) {
+            Class::Host if host.is_none() => {
                 size += value.len();
                 host = Some(value);
             }
-            continue;
+            Class::Kept => {
+                if kept == MAX_HEADERS {
+                    return Err(BadMessage::TooManyHeaders);
+                }
+                size += name.len() + value.len();
+                kept += 1;
+            }
+            _ => {}
         }
-        if HOP_BY_HOP.contains(&lname) || named_by_connection.contains(lname) {
-            continue;
-        }
-        if kept.len() == MAX_HEADERS {
-            return Err(BadMessage::TooManyHeaders);
-        }
-        size += name.len() + value.len();
-        kept.push((name, value));
     }
     if u32::try_from(size).is_err() {
         return Err(BadMessage::BadHeaders);
@@ -535,17 +572,18 @@ pub fn build<'a>(msg: &Message<'a>, names: &ArgNames) -> Result<MirrorRequest, B
     let path = put(&mut buf, &path);
     let version = put(&mut buf, version);
     let host = host.map(|h| put(&mut buf, h));
-    let mut spans = Vec::with_capacity(kept.len());
-    for (name, value) in &kept {
-        let n = put(&mut buf, name);
-        let v = put(&mut buf, value);
-        spans.push(HeaderSpan {
-            start: n.start,
-            mid: n.end,
-            end: v.end,
-        });
+    let mut spans = Vec::with_capacity(kept);
+    for (name, value) in headers.iter_ref() {
+        if class(name, named) == Class::Kept {
+            let n = put(&mut buf, name);
+            let v = put(&mut buf, value);
+            spans.push(HeaderSpan {
+                start: n.start,
+                mid: n.end,
+                end: v.end,
+            });
+        }
     }
-    drop(kept);
     let body_span = put(&mut buf, body);
     Ok(MirrorRequest {
         buf: Bytes::from(buf),
@@ -574,8 +612,11 @@ fn path_byte_ok(b: u8) -> bool {
 /// Turns the request target into origin-form (`/path?query`): an absolute URI
 /// loses its scheme and authority; control bytes are refused; bytes
 /// `http::Uri` refuses are percent-encoded (and reported), every other byte
-/// is kept as it came.
-fn origin_form(url: &[u8]) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
+/// is kept as it came. `valid` tells whether `http::Uri` takes a path.
+fn origin_form(
+    url: &[u8],
+    valid: impl Fn(&[u8]) -> bool,
+) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
     let starts = |p: &[u8]| {
         url.get(..p.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(p))
@@ -603,9 +644,7 @@ fn origin_form(url: &[u8]) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
     if url.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(BadMessage::BadUri);
     }
-    if url.iter().all(|&b| path_byte_ok(b))
-        && http::uri::PathAndQuery::try_from(url.as_ref()).is_ok()
-    {
+    if url.iter().all(|&b| path_byte_ok(b)) && valid(&url) {
         return Ok((url, false));
     }
     let mut encoded = Vec::with_capacity(url.len() * 3);
@@ -617,7 +656,7 @@ fn origin_form(url: &[u8]) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
             encoded.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         }
     }
-    if http::uri::PathAndQuery::try_from(encoded.as_slice()).is_err() {
+    if !valid(&encoded) {
         return Err(BadMessage::BadUri);
     }
     Ok((Cow::Owned(encoded), true))
@@ -627,8 +666,12 @@ fn origin_form(url: &[u8]) -> Result<(Cow<'_, [u8]>, bool), BadMessage> {
 mod tests {
     use super::*;
 
+    fn http_valid(p: &[u8]) -> bool {
+        http::uri::PathAndQuery::try_from(p).is_ok()
+    }
+
     fn pq(s: &'static [u8]) -> (String, bool) {
-        let (p, re) = origin_form(s).unwrap();
+        let (p, re) = origin_form(s, http_valid).unwrap();
         (String::from_utf8(p.into_owned()).unwrap(), re)
     }
 
@@ -646,8 +689,8 @@ mod tests {
         assert_eq!(pq(b"http://example.com?x=1"), ("/?x=1".into(), false));
         assert_eq!(pq(b"/a b\xff"), ("/a%20b%FF".into(), true));
         assert_eq!(pq(b"/a#frag"), ("/a%23frag".into(), true));
-        assert!(origin_form(b"relative").is_err());
-        assert!(origin_form(b"").is_err());
-        assert!(origin_form(b"/a\r\nb").is_err());
+        assert!(origin_form(b"relative", http_valid).is_err());
+        assert!(origin_form(b"", http_valid).is_err());
+        assert!(origin_form(b"/a\r\nb", http_valid).is_err());
     }
 }

@@ -487,6 +487,25 @@ fn table() -> Vec<Row> {
             ok("/", &[(b"x-c", b"3")]),
         ),
         row(
+            "names matched whatever their case and length",
+            b"GET",
+            b"/",
+            &[
+                (b"X-B", b"1"),
+                (
+                    b"connection",
+                    b"x-b, x-a-name-longer-than-sixty-four-bytes-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                ),
+                (
+                    b"X-A-Name-Longer-Than-Sixty-Four-Bytes-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                    b"2",
+                ),
+                (b"X-C", b"3"),
+            ],
+            b"",
+            ok("/", &[(b"X-C", b"3")]),
+        ),
+        row(
             "Connection cannot remove Host or Content-Length",
             b"POST",
             b"/",
