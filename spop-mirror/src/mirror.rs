@@ -1328,6 +1328,9 @@ mod tests {
         drop((l1, l2));
     }
 
+    /// What the test targets answer.
+    const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
     /// The targets of `args`, a request, and its length as written.
     fn pipelined_set(args: &[&str]) -> (TargetSet, MirrorRequest, usize) {
         let set = || TargetSet::build(&Config::load(args).unwrap(), 1).unwrap();
@@ -1420,12 +1423,11 @@ mod tests {
         let metrics = Metrics::new([u.clone()]);
         let (mirror, workers) = Mirror::start_with(set, Arc::clone(&metrics), Some(handle));
         let tm = &metrics.targets()[0];
-        const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
 
         for _ in 0..6 {
             assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
         }
-        let (mut s, _) = l.accept().await.unwrap();
+        let mut s = accepted(&l).await;
         read_exactly(&mut s, 4 * len).await;
         nothing_more(&mut s).await;
         assert_eq!(tm.in_flight(), 4);
@@ -1447,7 +1449,7 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(mirror.submit(req.clone()), Submitted::Queued(1));
         }
-        let (mut s, _) = l.accept().await.unwrap();
+        let mut s = accepted(&l).await;
         read_exactly(&mut s, 2 * len).await;
         mirror.close();
         let drain = tokio::spawn(workers.drain(Duration::from_secs(5)));
@@ -1490,7 +1492,6 @@ mod tests {
         let metrics = Metrics::new([u.clone()]);
         let (mirror, workers) = Mirror::start_with(set, Arc::clone(&metrics), None);
         let tm = &metrics.targets()[0];
-        const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
 
         // One at a time, answered: all on the first connection.
         let mut a = None;
@@ -1601,7 +1602,7 @@ mod tests {
         for r in &reqs[..4] {
             assert_eq!(mirror.submit(r.clone()), Submitted::Queued(1));
         }
-        let (mut s, _) = l.accept().await.unwrap();
+        let mut s = accepted(&l).await;
         assert_eq!(read_exactly(&mut s, want.len()).await, want);
         s.write_all(
             b"HTTP/1.1 100 Continue\r\n\r\n\
@@ -1630,11 +1631,9 @@ mod tests {
         // The next request: a new connection, that request alone.
         assert_eq!(mirror.submit(reqs[4].clone()), Submitted::Queued(1));
         let one = encoded(&c, [&reqs[4]]);
-        let (mut s, _) = l.accept().await.unwrap();
+        let mut s = accepted(&l).await;
         assert_eq!(read_exactly(&mut s, one.len()).await, one);
-        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(NO_CONTENT).await.unwrap();
         while tm.responses(2) < 3 {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -256,14 +256,25 @@ mod tests {
         (Pipe::new(c).unwrap(), s)
     }
 
-    /// Reads until `f` is satisfied or a second has passed.
-    fn read_until(p: &mut Pipe, got: &mut Vec<u16>, want: usize) -> Result<(), Lost> {
+    /// The statuses of the answers there are now.
+    fn answers_now(p: &mut Pipe) -> Vec<u16> {
+        let mut got = Vec::new();
+        p.read_answers(Instant::now(), |s, _| got.push(s)).unwrap();
+        got
+    }
+
+    /// Reads answers until `want` are there, the connection is lost, or a
+    /// second has passed: their statuses, and how reading ended.
+    fn read_until(p: &mut Pipe, want: usize) -> (Vec<u16>, Result<(), Lost>) {
+        let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(1);
         while got.len() < want && Instant::now() < deadline {
-            p.read_answers(Instant::now(), |s, _| got.push(s))?;
+            if let Err(e) = p.read_answers(Instant::now(), |s, _| got.push(s)) {
+                return (got, Err(e));
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(())
+        (got, Ok(()))
     }
 
     #[test]
@@ -282,10 +293,7 @@ mod tests {
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, want);
         // Nothing yet: no answer, no wait.
-        let mut statuses = Vec::new();
-        p.read_answers(Instant::now(), |st, _| statuses.push(st))
-            .unwrap();
-        assert!(statuses.is_empty());
+        assert!(answers_now(&mut p).is_empty());
         // The HEAD's answer announces a body it does not carry.
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .unwrap();
@@ -293,7 +301,8 @@ mod tests {
             .unwrap();
         s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
-        read_until(&mut p, &mut statuses, 3).unwrap();
+        let (statuses, read) = read_until(&mut p, 3);
+        read.unwrap();
         assert_eq!(statuses, [200, 404, 201]);
         assert_eq!(p.in_flight(), 0);
         assert_eq!(p.oldest(), None);
@@ -312,9 +321,7 @@ mod tests {
         s.write_all(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Le")
             .unwrap();
         drop(s);
-        let mut statuses = Vec::new();
-        assert_eq!(read_until(&mut p, &mut statuses, 3), Err(Lost::Closed));
-        assert_eq!(statuses, [204]);
+        assert_eq!(read_until(&mut p, 3), (vec![204], Err(Lost::Closed)));
         assert_eq!(p.in_flight(), 2);
     }
 
@@ -324,9 +331,7 @@ mod tests {
         p.sent(false, Instant::now());
         s.write_all(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
         drop(s);
-        let mut statuses = Vec::new();
-        assert_eq!(read_until(&mut p, &mut statuses, 2), Err(Lost::Closed));
-        assert_eq!(statuses, [200]);
+        assert_eq!(read_until(&mut p, 2), (vec![200], Err(Lost::Closed)));
         assert_eq!(p.in_flight(), 0);
 
         let (mut p, mut s) = pair();
@@ -334,9 +339,7 @@ mod tests {
         p.sent(false, Instant::now());
         s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
-        let mut statuses = Vec::new();
-        assert_eq!(read_until(&mut p, &mut statuses, 2), Err(Lost::Closed));
-        assert_eq!(statuses, [200]);
+        assert_eq!(read_until(&mut p, 2), (vec![200], Err(Lost::Closed)));
         assert_eq!(p.in_flight(), 1);
     }
 
@@ -344,12 +347,11 @@ mod tests {
     fn bytes_nobody_asked_for_end_the_connection() {
         let (mut p, mut s) = pair();
         s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
-        let mut statuses = Vec::new();
-        assert_eq!(read_until(&mut p, &mut statuses, 1), Err(Lost::Invalid));
+        assert_eq!(read_until(&mut p, 1), (vec![], Err(Lost::Invalid)));
         let (mut p, mut s) = pair();
         p.sent(false, Instant::now());
         s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap();
-        assert_eq!(read_until(&mut p, &mut statuses, 1), Err(Lost::Invalid));
+        assert_eq!(read_until(&mut p, 1), (vec![], Err(Lost::Invalid)));
     }
 
     #[test]
@@ -369,9 +371,7 @@ mod tests {
                 }
             }
         });
-        let mut statuses = Vec::new();
-        assert_eq!(read_until(&mut p, &mut statuses, 1), Err(Lost::Invalid));
-        assert!(statuses.is_empty());
+        assert_eq!(read_until(&mut p, 1), (vec![], Err(Lost::Invalid)));
         drop(p);
         t.join().unwrap();
     }
@@ -386,9 +386,7 @@ mod tests {
         s.write_all(&vec![b'x'; total]).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         // One read per call (the budget), however much is waiting.
-        let mut statuses = Vec::new();
-        p.read_answers(Instant::now(), |st, _| statuses.push(st))
-            .unwrap();
+        let mut statuses = answers_now(&mut p);
         assert!(
             p.received > 0 && p.received <= 2 * READ_CHUNK as u64,
             "{}",
@@ -399,8 +397,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         while statuses.is_empty() {
             assert!(Instant::now() < deadline);
-            p.read_answers(Instant::now(), |st, _| statuses.push(st))
-                .unwrap();
+            statuses = answers_now(&mut p);
         }
         assert_eq!(statuses, [200]);
     }
@@ -423,10 +420,7 @@ mod tests {
             .await
             .expect("ready once the answer is there")
             .unwrap();
-        let mut statuses = Vec::new();
-        p.read_answers(Instant::now(), |st, _| statuses.push(st))
-            .unwrap();
-        assert_eq!(statuses, [204]);
+        assert_eq!(answers_now(&mut p), [204]);
         // Still the same connection, and unwatched again: it writes and
         // reads as before.
         p.output().extend_from_slice(b"GET /2 HTTP/1.1\r\n\r\n");
