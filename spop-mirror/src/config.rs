@@ -320,8 +320,10 @@ pub struct Config {
     /// more connections (a higher --max-concurrency). 0 (the
     /// default) sends one request at a time with hyper. Mirrored requests
     /// are never resent: those a target drops mid-pipeline are counted as
-    /// errors. Plain http:// targets only; ignored with --http2. Also a
-    /// per-target setting (`pipeline` in a `[[target]]` table).
+    /// errors. A target with a comparison role has the answers of compared
+    /// requests kept, as on the hyper path. Plain http:// targets only;
+    /// ignored with --http2. Also a per-target setting (`pipeline` in a
+    /// `[[target]]` table).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub pipeline: usize,
 
@@ -1153,16 +1155,6 @@ impl FileConfig {
 fn check_roles(targets: &[(String, Uri, Config)]) -> Result<(), String> {
     for (i, (name, _, c)) in targets.iter().enumerate() {
         let at = format!("target {} ({name})", i + 1);
-        if let Some(role) = c.role {
-            if c.pipeline > 0 {
-                return Err(format!(
-                    "{at}: role = \"{}\" cannot be used with pipeline = {} (the pipelined \
-                     path does not read answers); set pipeline = 0 or remove the role",
-                    role.label(),
-                    c.pipeline
-                ));
-            }
-        }
         let Some(baseline) = &c.baseline else {
             continue;
         };
@@ -1900,6 +1892,11 @@ url = "http://127.0.0.1:1"
         // A --target flag is a plain mirror.
         let c = from_file("roles2", ROLES, &["--target", "http://127.0.0.1:5"]).unwrap();
         assert_eq!(c.resolved_targets().unwrap()[4].2.role, None);
+        // Role targets may be pipelined (their answers are kept there too).
+        let c = from_file("roles3", &format!("pipeline = 2\n{ROLES}"), &[]).unwrap();
+        let t = c.resolved_targets().unwrap();
+        assert_eq!(t[1].2.role, Some(Role::Candidate));
+        assert_eq!(t[1].2.pipeline, 2);
     }
 
     #[test]
@@ -1935,16 +1932,6 @@ url = "http://127.0.0.1:1"
                 with("\n[[target]]\nurl = \"http://127.0.0.1:6\"\nrole = \"shadow\"\n"),
                 vec![],
                 "role:",
-            ),
-            (
-                ROLES.to_owned(),
-                vec!["--pipeline", "4"],
-                "target 1 (prod-copy): role = \"baseline\" cannot be used with pipeline = 4",
-            ),
-            (
-                format!("pipeline = 2\n{ROLES}"),
-                vec![],
-                "target 1 (prod-copy): role = \"baseline\" cannot be used with pipeline = 2",
             ),
             ("compare = 150\n[[target]]\nurl = \"http://x\"\n".to_owned(), vec![], "compare:"),
             ("instance = 0\n[[target]]\nurl = \"http://x\"\n".to_owned(), vec![], "instance:"),

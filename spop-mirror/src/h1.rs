@@ -3,7 +3,9 @@
 //! one conversion from the `hdrs_bin` views to the bytes sent), several
 //! requests go out in one write, and the answers are read in bulk and
 //! counted by parsing their heads (`httparse`) and skipping their bodies
-//! (Content-Length, chunked, or up to the close).
+//! (Content-Length, chunked, or up to the close). The answer of a request
+//! under comparison is kept instead ([`Kept`]): its header fields and its
+//! body's first bytes.
 //!
 //! The bytes written are exactly those hyper writes for the same request
 //! (see the `same_bytes_as_hyper` test): request line, then the headers in
@@ -12,8 +14,10 @@
 
 use std::io::Write as _;
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
+use crate::compare::Answer;
 use crate::config::HostRewrite;
 use crate::policy::Policy;
 use crate::request::{is_value, trim_ows, MirrorRequest};
@@ -266,6 +270,55 @@ pub(crate) struct Answers {
     /// The answer being read says `Connection: close` (or is HTTP/1.0
     /// without keep-alive): the connection ends after it.
     closing: bool,
+    /// The answer being read, kept (asked for by [`Answers::next`]'s
+    /// `keep`); taken with [`Answers::take_kept`].
+    kept: Option<Kept>,
+}
+
+/// An answer kept for the comparison, as far as it was asked: its header
+/// fields in order (names in lower case, as hyper gives them) and its
+/// body's first bytes (de-chunked; trailers are not kept).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Kept {
+    pub(crate) headers: Vec<(Bytes, Bytes)>,
+    pub(crate) body: Vec<u8>,
+    /// The body was longer than the limit.
+    pub(crate) truncated: bool,
+    limit: usize,
+}
+
+impl Kept {
+    /// Keeps what fits of the body's next bytes.
+    fn body(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.body.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.body
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+    }
+
+    /// The body, without the room it did not use.
+    pub(crate) fn into_body(mut self) -> Bytes {
+        if self.body.capacity() > self.body.len().saturating_mul(2).max(4096) {
+            self.body.shrink_to_fit();
+        }
+        Bytes::from(self.body)
+    }
+
+    /// The answer for the comparison (`latency`: from the request's arrival
+    /// at the agent).
+    pub(crate) fn into_answer(mut self, status: u16, latency: std::time::Duration) -> Answer {
+        let headers = std::mem::take(&mut self.headers);
+        let truncated = self.truncated;
+        Answer {
+            status,
+            headers,
+            body: self.into_body(),
+            truncated,
+            latency,
+        }
+    }
 }
 
 /// How much room each read of answers has, at least.
@@ -280,6 +333,7 @@ impl Default for Answers {
             state: State::Head,
             status: 0,
             closing: false,
+            kept: None,
         }
     }
 }
@@ -330,6 +384,12 @@ impl Answers {
         }
     }
 
+    /// The answer [`Answers::next`] (or [`Answers::eof`]) just completed,
+    /// if it was to be kept.
+    pub(crate) fn take_kept(&mut self) -> Option<Kept> {
+        self.kept.take()
+    }
+
     /// The connection ended: completes an answer read up to the close.
     pub(crate) fn eof(&mut self) -> Option<u16> {
         if matches!(self.state, State::UntilClose) {
@@ -341,8 +401,14 @@ impl Answers {
 
     /// Consumes what is buffered; `Ok(Some(status))` when the next answer
     /// (of a request that was a HEAD if `head`) is complete, `Ok(None)` if
-    /// more bytes are needed.
-    pub(crate) fn next(&mut self, head: bool) -> Result<Option<u16>, AnswerError> {
+    /// more bytes are needed. With `keep` (a body limit; the same in every
+    /// call for one answer), the answer is kept: its header fields and up to
+    /// `keep` bytes of its body, for [`Answers::take_kept`].
+    pub(crate) fn next(
+        &mut self,
+        head: bool,
+        keep: Option<usize>,
+    ) -> Result<Option<u16>, AnswerError> {
         loop {
             let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
             match self.state {
@@ -406,6 +472,25 @@ impl Answers {
                     }
                     self.status = status;
                     self.closing = close;
+                    // Only the final answer's fields; no memory reserved
+                    // past the limit, whatever the length says.
+                    self.kept = keep.map(|limit| Kept {
+                        headers: resp
+                            .headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    Bytes::from(h.name.to_ascii_lowercase()),
+                                    Bytes::copy_from_slice(h.value),
+                                )
+                            })
+                            .collect(),
+                        body: Vec::with_capacity(
+                            length.map_or(0, |l| l.min(limit as u64) as usize),
+                        ),
+                        truncated: false,
+                        limit,
+                    });
                     if head || status == 204 || status == 304 {
                         return Ok(Some(status));
                     }
@@ -426,6 +511,9 @@ impl Answers {
                 }
                 State::Length(left) => {
                     let take = (rest.len() as u64).min(left);
+                    if let Some(k) = &mut self.kept {
+                        k.body(rest.get(..take as usize).unwrap_or_default());
+                    }
                     self.pos += take as usize;
                     if take == left {
                         self.state = State::Head;
@@ -456,6 +544,9 @@ impl Answers {
                 }
                 State::ChunkData(left) => {
                     let take = (rest.len() as u64).min(left);
+                    if let Some(k) = &mut self.kept {
+                        k.body(rest.get(..take as usize).unwrap_or_default());
+                    }
                     self.pos += take as usize;
                     if take < left {
                         self.state = State::ChunkData(left - take);
@@ -487,6 +578,9 @@ impl Answers {
                     }
                 }
                 State::UntilClose => {
+                    if let Some(k) = &mut self.kept {
+                        k.body(rest);
+                    }
                     self.pos = self.end;
                     return Ok(None);
                 }
@@ -703,7 +797,7 @@ mod tests {
             for piece in stream.chunks(step) {
                 feed(&mut a, piece);
                 while got.len() < heads.len() {
-                    match a.next(heads[got.len()]).unwrap() {
+                    match a.next(heads[got.len()], None).unwrap() {
                         Some(s) => got.push(s),
                         None => break,
                     }
@@ -717,7 +811,7 @@ mod tests {
     fn an_answer_up_to_the_close() {
         let mut a = Answers::default();
         feed(&mut a, b"HTTP/1.1 200 OK\r\n\r\nbody");
-        assert_eq!(a.next(false), Ok(None));
+        assert_eq!(a.next(false, None), Ok(None));
         assert!(a.closing());
         assert_eq!(a.eof(), Some(200));
         let mut a = Answers::default();
@@ -725,12 +819,98 @@ mod tests {
             &mut a,
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
         );
-        assert_eq!(a.next(false), Ok(Some(200)));
+        assert_eq!(a.next(false, None), Ok(Some(200)));
         assert!(a.closing());
         feed(&mut a, b"garbage\r\n\r\n");
-        assert_eq!(a.next(false), Err(AnswerError::Invalid));
+        assert_eq!(a.next(false, None), Err(AnswerError::Invalid));
         let mut a = Answers::default();
         feed(&mut a, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
-        assert_eq!(a.next(false), Err(AnswerError::Invalid));
+        assert_eq!(a.next(false, None), Err(AnswerError::Invalid));
+    }
+
+    /// The answers of compared requests are kept (fields, body up to the
+    /// limit, de-chunked), those in between are not, and a 1xx's fields are
+    /// not taken for the final answer's.
+    #[test]
+    fn kept_answers_hold_fields_and_body() {
+        let stream: &[u8] = b"HTTP/1.1 100 Continue\r\nX-Early: 1\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: A\r\nx-app: b\r\n\r\nhello\
+            HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n4\r\ndefg\r\n0\r\nT: 1\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnot\
+            HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789\
+            HTTP/1.1 204 No Content\r\nX-Empty: 1\r\n\r\n";
+        // (HEAD, keep): the limit 6 cuts the chunked body and the last one.
+        let asks = [
+            (false, Some(100)),
+            (false, Some(6)),
+            (false, None),
+            (false, Some(6)),
+            (true, Some(100)),
+        ];
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let want = [
+            Some((
+                vec![
+                    (b("content-length"), b("5")),
+                    (b("x-app"), b("A")),
+                    (b("x-app"), b("b")),
+                ],
+                &b"hello"[..],
+                false,
+            )),
+            Some((
+                vec![(b("transfer-encoding"), b("chunked"))],
+                &b"abcdef"[..],
+                true,
+            )),
+            None,
+            Some((vec![(b("content-length"), b("10"))], &b"012345"[..], true)),
+            Some((vec![(b("x-empty"), b("1"))], &b""[..], false)),
+        ];
+        for step in [1, 7, stream.len()] {
+            let mut a = Answers::default();
+            let mut got = Vec::new();
+            for piece in stream.chunks(step) {
+                feed(&mut a, piece);
+                while got.len() < asks.len() {
+                    let (head, keep) = asks[got.len()];
+                    match a.next(head, keep).unwrap() {
+                        Some(s) => got.push((s, a.take_kept())),
+                        None => break,
+                    }
+                }
+            }
+            assert_eq!(
+                got.iter().map(|g| g.0).collect::<Vec<_>>(),
+                [200, 201, 200, 200, 204],
+                "step {step}"
+            );
+            for (i, ((_, kept), want)) in got.into_iter().zip(&want).enumerate() {
+                let kept = kept.map(|k| {
+                    let t = k.truncated;
+                    (k.headers.clone(), k.into_body(), t)
+                });
+                let want = want
+                    .as_ref()
+                    .map(|(h, body, t)| (h.clone(), Bytes::from_static(body), *t));
+                assert_eq!(kept, want, "answer {i}, step {step}");
+            }
+        }
+    }
+
+    /// An answer up to the close is kept up to the limit too.
+    #[test]
+    fn a_kept_answer_up_to_the_close() {
+        let mut a = Answers::default();
+        feed(&mut a, b"HTTP/1.1 200 OK\r\nServer: s\r\n\r\nbo");
+        assert_eq!(a.next(false, Some(3)), Ok(None));
+        feed(&mut a, b"dy");
+        assert_eq!(a.next(false, Some(3)), Ok(None));
+        assert_eq!(a.eof(), Some(200));
+        let k = a.take_kept().unwrap();
+        assert!(k.truncated);
+        assert_eq!(k.headers, [(Bytes::from("server"), Bytes::from("s"))]);
+        assert_eq!(k.into_body(), "bod");
+        assert_eq!(a.take_kept(), None);
     }
 }

@@ -612,7 +612,9 @@ async fn next_batch(
 /// full (a slow target). Answers are read when the connection next writes,
 /// or on a tick of [`ANSWER_TICK`] while requests are in flight (the sockets
 /// are not watched, see [`crate::pipeline`]); each request has the request
-/// timeout from its hand-over. Requests a connection loses (closed, timed
+/// timeout from its hand-over. The answer of a compared request to a
+/// target with a role is kept and handed to the comparison, as [`send`]
+/// does; the others are counted. Requests a connection loses (closed, timed
 /// out, a bad answer) are counted as errors and never resent; that
 /// connection is then dropped.
 async fn pipeline_worker(
@@ -682,7 +684,7 @@ async fn pipeline_worker(
         }
         conns.retain_mut(|c| {
             c.looked = look && c.pipe.busy();
-            !c.looked || keep(&mut c.pipe, tm, policy.request_timeout, now)
+            !c.looked || keep(&mut c.pipe, &inner, &t, policy.request_timeout, now)
         });
         if batch.is_empty() {
             continue;
@@ -712,7 +714,7 @@ async fn pipeline_worker(
             while k < conns.len()
                 && !conns[k].looked
                 && !conns[k].pipe.busy()
-                && !keep(&mut conns[k].pipe, tm, policy.request_timeout, now)
+                && !keep(&mut conns[k].pipe, &inner, &t, policy.request_timeout, now)
             {
                 conns.remove(k);
             }
@@ -747,7 +749,14 @@ async fn pipeline_worker(
             let mut sent = 0;
             for q in batch.get(next..next + take).unwrap_or_default() {
                 if crate::h1::encode(&target, &q.req, c.pipe.output()) {
-                    c.pipe.sent(q.req.method() == "HEAD", now);
+                    // A compared request to a target with a role: its
+                    // answer is kept for the comparison.
+                    let keep = q
+                        .compare
+                        .as_ref()
+                        .filter(|_| policy.role.is_some())
+                        .map(|tag| (tag.body_limit(), Arc::clone(tag)));
+                    c.pipe.sent(q.req.method() == "HEAD", now, keep);
                     sent += 1;
                 } else {
                     tm.error(TargetError::Other);
@@ -771,9 +780,10 @@ async fn pipeline_worker(
     }
 }
 
-/// One open pipelined connection of [`pipeline_worker`].
+/// One open pipelined connection of [`pipeline_worker`]; the answers of
+/// compared requests come back with their tags.
 struct Conn {
-    pipe: Pipe,
+    pipe: Pipe<Arc<CompareTag>>,
     /// Its answers were read in this turn of the loop.
     looked: bool,
 }
@@ -791,11 +801,17 @@ impl Conn {
 
 /// [`service`], and `false` (the requests in flight counted as lost) if
 /// the connection is to be dropped.
-fn keep(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) -> bool {
-    match service(p, tm, timeout, now) {
+fn keep(
+    p: &mut Pipe<Arc<CompareTag>>,
+    inner: &Inner,
+    t: &Target,
+    timeout: Duration,
+    now: Instant,
+) -> bool {
+    match service(p, inner, t, timeout, now) {
         Ok(()) => true,
         Err(e) => {
-            lose(p, tm, e);
+            lose(p, &t.m, e);
             false
         }
     }
@@ -805,12 +821,25 @@ fn keep(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) -> bo
 /// their answers when no new request comes.
 const ANSWER_TICK: Duration = Duration::from_millis(1);
 
-/// Counts the answers a pipelined connection has, gives up on it if its
-/// oldest request is past the timeout, and writes pending output.
-fn service(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) -> Result<(), Lost> {
-    p.read_answers(now, |status, took| {
-        tm.response(status, took);
+/// Counts the answers a pipelined connection has (and hands those kept to
+/// the comparison, as [`send`] does), gives up on it if its oldest request
+/// is past the timeout, and writes pending output.
+fn service(
+    p: &mut Pipe<Arc<CompareTag>>,
+    inner: &Inner,
+    t: &Target,
+    timeout: Duration,
+    now: Instant,
+) -> Result<(), Lost> {
+    let tm = &*t.m;
+    p.read_answers(now, |a| {
+        tm.response(a.status, a.took);
         tm.flight(-1);
+        if let Some((tag, kept)) = a.kept {
+            let answer = kept.into_answer(a.status, now.saturating_duration_since(tag.arrival));
+            let settings = Arc::clone(&inner.live.load().set.compare);
+            tag.deliver(&t.name, answer, settings);
+        }
     })?;
     if p.oldest()
         .is_some_and(|at| now.saturating_duration_since(at) >= timeout)
@@ -821,7 +850,7 @@ fn service(p: &mut Pipe, tm: &TargetMetrics, timeout: Duration, now: Instant) ->
 }
 
 /// Counts the requests a lost pipelined connection had in flight.
-fn lose(p: &Pipe, tm: &TargetMetrics, why: Lost) {
+fn lose<K>(p: &Pipe<K>, tm: &TargetMetrics, why: Lost) {
     let kind = if why == Lost::TimedOut {
         TargetError::Timeout
     } else {

@@ -425,14 +425,19 @@ per_version!(async candidate_like_production_reports_no_difference, like_product
 /// instead of 1 and 21 instead of 20 at `$.items[1].price`: exactly those
 /// three differences, on every request, in the metrics and in the log.
 async fn three_differences(version: Version) {
+    three_differences_with(version, "cmp-three", "").await;
+}
+
+/// `extra_toml`: more of the agent's file (`pipeline = N`).
+async fn three_differences_with(version: Version, tag: &str, extra_toml: &str) {
     let production = answer(200, 1, 20, false);
     let candidate = answer(201, 2, 21, false);
     let s = one(
         version,
-        "cmp-three",
+        tag,
         [&production, &candidate, &production],
         false,
-        "",
+        extra_toml,
         "",
         true,
     )
@@ -487,11 +492,24 @@ async fn three_differences(version: Version) {
 
 per_version!(async candidate_differences_reported_exactly, three_differences);
 
+/// (b) with the candidate pipelined (`pipeline = 8`): the answers read by
+/// spop-mirror's own HTTP/1.1 path are kept and compared the same.
+async fn three_differences_pipelined(version: Version) {
+    three_differences_with(version, "cmp-three-pipe", "pipeline = 8\n").await;
+}
+
+per_version!(async pipelined_candidate_differences_reported_exactly, three_differences_pipelined);
+
 /// (c) `$.token` random in production, in the baseline and in the
 /// candidate; the candidate also changes a price. Against the baseline the
 /// token is noise (counted as such, not reported), the price is reported;
 /// a second candidate on the same server without a baseline reports both.
 async fn noise(version: Version) {
+    noise_with(version, "cmp-noise", "").await;
+}
+
+/// `extra_toml`: more of the agent's file (`pipeline = N`).
+async fn noise_with(version: Version, tag: &str, extra_toml: &str) {
     let production = answer(200, 1, 20, true);
     let candidate = answer(200, 1, 21, true);
     // A second candidate, on the same server, without a baseline.
@@ -499,10 +517,10 @@ async fn noise(version: Version) {
         "[[target]]\nurl = \"http://127.0.0.1:{CAND}\"\nname = \"alone\"\nrole = \"candidate\"\n";
     let s = one(
         version,
-        "cmp-noise",
+        tag,
         [&production, &candidate, &production],
         true,
-        "",
+        extra_toml,
         alone,
         true,
     )
@@ -554,6 +572,14 @@ async fn noise(version: Version) {
 }
 
 per_version!(async random_field_in_baseline_is_noise, noise);
+
+/// (c) with every target pipelined (`pipeline = 4`): baseline and
+/// candidates' answers kept by the pipelined path.
+async fn noise_pipelined(version: Version) {
+    noise_with(version, "cmp-noise-pipe", "pipeline = 4\n").await;
+}
+
+per_version!(async pipelined_random_field_in_baseline_is_noise, noise_pipelined);
 
 /// (d) HAProxy never sends production's answers (no send-spoe-group rule):
 /// with 300 requests compared and room for 20 open comparisons, the store
