@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 bash seed.sh
-targets=(decode_frame codec_stream varint hdrs_bin reassembly roundtrip conn)
+targets=(decode_frame codec_stream varint hdrs_bin reassembly roundtrip conn answers)
 cargo +nightly fuzz build 2>&1 | tail -n 2
 for t in "${targets[@]}"; do
     log=$(mktemp)

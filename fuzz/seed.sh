@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 vectors="$here/../spop/tests/vectors"
 corpus="$here/corpus"
-mkdir -p "$corpus"/{decode_frame,codec_stream,varint,hdrs_bin,reassembly,roundtrip,conn}
+mkdir -p "$corpus"/{decode_frame,codec_stream,varint,hdrs_bin,reassembly,roundtrip,conn,answers}
 for f in "$vectors"/*/*.bin; do
     name="$(basename "$(dirname "$f")")-$(basename "$f" .bin)"
     # decode_frame: the payload after the 4-byte LENGTH.
@@ -34,4 +34,11 @@ for i, hexs in enumerate(["ef", "f000", "ff7f", "f08000", "fcf006", "fff0fefefef
     with open(os.path.join(corpus, "varint", f"boundary-{i}"), "wb") as out:
         out.write(bytes.fromhex(hexs))
 PY
+# answers: (requests, read size, close) then the answers, as
+# fuzz_targets/answers.rs reads its input: three requests, the second kept
+# (limit 4), the third a HEAD kept (limit 0x100), reads of 7 bytes, the
+# target closing.
+head='\x03\x00\x00\x00\x02\x04\x00\x03\x00\x01\x07\x00\x01'
+printf "${head}HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 201 Created\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n4\r\ndefg\r\n0\r\nT: 1\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n" > "$corpus/answers/framings"
+printf "${head}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\nto the close" > "$corpus/answers/close"
 echo "seeded: $(for d in "$corpus"/*/; do printf '%s=%s ' "$(basename "$d")" "$(ls "$d" | wc -l)"; done)"

@@ -28,7 +28,7 @@ const LINEAR_GROUPING: usize = 64;
 
 /// The most bytes an answer's head (or a chunk-size line, or a trailer) may
 /// take before the connection is given up.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// One header to write: where it comes from.
 #[derive(Clone, Copy)]
@@ -372,6 +372,12 @@ impl Answers {
         self.buf.get_mut(self.end..).unwrap_or_default()
     }
 
+    /// The read buffer's size (its bound is checked by the fuzz target).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// `n` bytes were read into [`Answers::spare`].
     pub(crate) fn filled(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
@@ -416,6 +422,11 @@ impl Answers {
                     let mut headers = [httparse::EMPTY_HEADER; 64];
                     let mut resp = httparse::Response::new(&mut headers);
                     let n = match resp.parse(rest) {
+                        // The same bound whether the head came in one read
+                        // or trickled in.
+                        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                            return Err(AnswerError::Invalid)
+                        }
                         Ok(httparse::Status::Complete(n)) => n,
                         Ok(httparse::Status::Partial) => {
                             if rest.len() > MAX_HEAD {
@@ -529,6 +540,9 @@ impl Answers {
                         }
                         return Ok(None);
                     };
+                    if end > MAX_HEAD {
+                        return Err(AnswerError::Invalid);
+                    }
                     let line = rest.get(..end).unwrap_or_default();
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
                     let size = std::str::from_utf8(trim_ows(size))
@@ -571,6 +585,9 @@ impl Answers {
                         }
                         return Ok(None);
                     };
+                    if end > MAX_HEAD {
+                        return Err(AnswerError::Invalid);
+                    }
                     self.pos += end + 2;
                     if end == 0 {
                         self.state = State::Head;
@@ -912,5 +929,38 @@ mod tests {
         assert_eq!(k.headers, [(Bytes::from("server"), Bytes::from("s"))]);
         assert_eq!(k.into_body(), "bod");
         assert_eq!(a.take_kept(), None);
+    }
+
+    /// A head, a chunk-size line or a trailer over `MAX_HEAD` is refused
+    /// whether it came in one read or trickled in (the buffer holds more
+    /// than `MAX_HEAD`, so a whole one could pass in one read).
+    #[test]
+    fn long_lines_are_refused_however_they_arrive() {
+        let long = "x".repeat(MAX_HEAD);
+        let streams = [
+            format!("HTTP/1.1 200 OK\r\nx-long: {long}\r\nContent-Length: 0\r\n\r\n"),
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;{long}\r\na\r\n0\r\n\r\n"
+            ),
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nt: {long}\r\n\r\n"),
+        ];
+        for (i, stream) in streams.iter().enumerate() {
+            for step in [1000, 4096, READ_CHUNK, stream.len()] {
+                let mut a = Answers::default();
+                let mut result = Ok(None);
+                for piece in stream.as_bytes().chunks(step) {
+                    let mut piece = piece;
+                    while !piece.is_empty() && result == Ok(None) {
+                        let spare = a.spare();
+                        let n = spare.len().min(piece.len());
+                        spare[..n].copy_from_slice(&piece[..n]);
+                        a.filled(n);
+                        piece = &piece[n..];
+                        result = a.next(false, None);
+                    }
+                }
+                assert_eq!(result, Err(AnswerError::Invalid), "stream {i}, step {step}");
+            }
+        }
     }
 }

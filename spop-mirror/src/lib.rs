@@ -16,6 +16,9 @@
 pub mod compare;
 pub mod comparing;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 pub mod metrics;
 pub mod mirror;
