@@ -30,6 +30,11 @@ const LINEAR_GROUPING: usize = 64;
 /// take before the connection is given up.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
+/// The most header fields an answer may have (hyper's client limit, so that
+/// a target answers the two paths alike); past it the connection is given
+/// up.
+const MAX_ANSWER_HEADERS: usize = 100;
+
 /// One header to write: where it comes from.
 #[derive(Clone, Copy)]
 enum Field<'a> {
@@ -419,7 +424,7 @@ impl Answers {
             let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
             match self.state {
                 State::Head => {
-                    let mut headers = [httparse::EMPTY_HEADER; 64];
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
                     let mut resp = httparse::Response::new(&mut headers);
                     let n = match resp.parse(rest) {
                         // The same bound whether the head came in one read
@@ -960,6 +965,28 @@ mod tests {
                     }
                 }
                 assert_eq!(result, Err(AnswerError::Invalid), "stream {i}, step {step}");
+            }
+        }
+    }
+
+    /// Up to 100 header fields, as hyper's client takes; 101 end the
+    /// connection.
+    #[test]
+    fn answers_have_as_many_fields_as_hyper_allows() {
+        for (fields, ok) in [(MAX_ANSWER_HEADERS, true), (MAX_ANSWER_HEADERS + 1, false)] {
+            let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+            for i in 1..fields {
+                head.push_str(&format!("x-{i}: v\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut a = Answers::default();
+            feed(&mut a, head.as_bytes());
+            let got = a.next(false, Some(10));
+            if ok {
+                assert_eq!(got, Ok(Some(200)));
+                assert_eq!(a.take_kept().unwrap().headers.len(), fields);
+            } else {
+                assert_eq!(got, Err(AnswerError::Invalid), "{fields} fields");
             }
         }
     }
