@@ -35,6 +35,7 @@
 # Env: ROUNDS, MIRROR_THREADS (--threads of the agents, default 1),
 # MIRROR_ARGS (more options for the mirroring agent of B, e.g. --http2),
 # MIRROR_BASE + MIRROR_BASE_ARGS (set-up B0), MIRROR_ARGS2, MIRROR_ARGS3 (B2, B3),
+# NICE2, NICE3 (the CPU priority of B2's and B3's agent, `nice -n`, default 0),
 # COMPARE=1 (set-ups A2, M, K), COMPARE_SHARE (K's percent, default 10).
 # Needs wrk and HAProxy (bash .ci/install-haproxy.sh installs both).
 set -euo pipefail
@@ -142,11 +143,11 @@ if [ -n "${MIRROR_BASE:-}" ]; then
     variants+=("B0 18187 $! 18197")
 fi
 if [ -n "${MIRROR_ARGS2:-}" ]; then
-    "$mirror" --threads "$threads" --listen 127.0.0.1:18198 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18199 --log-level warn $MIRROR_ARGS2 & pids+=($!)
+    nice -n "${NICE2:-0}" "$mirror" --threads "$threads" --listen 127.0.0.1:18198 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18199 --log-level warn $MIRROR_ARGS2 & pids+=($!)
     variants+=("B2 18188 $! 18199")
 fi
 if [ -n "${MIRROR_ARGS3:-}" ]; then
-    "$mirror" --threads "$threads" --listen 127.0.0.1:18200 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18201 --log-level warn $MIRROR_ARGS3 & pids+=($!)
+    nice -n "${NICE3:-0}" "$mirror" --threads "$threads" --listen 127.0.0.1:18200 --target http://127.0.0.1:18182 --metrics 127.0.0.1:18201 --log-level warn $MIRROR_ARGS3 & pids+=($!)
     variants+=("B3 18189 $! 18201")
 fi
 if [ -n "${COMPARE:-}" ]; then

@@ -10,7 +10,8 @@
 #       (`mirror_request_body on`, keep-alive to both);
 #   H.  HAProxy proxying to the app;
 #   HM. HAProxy proxying, SPOE filter, spop-mirror mirroring every request;
-#   HM2 the same with MIRROR_ARGS2 (default "--pipeline 64");
+#   HM2 the same with MIRROR_ARGS2 (default "--pipeline 64"), its agent at
+#       CPU priority NICE2 (`nice -n`, default 0);
 #   HE. HAProxy proxying, SPOE filter, an agent on this crate that only ACKs
 #       (the ceiling for any SPOE agent).
 # The set-ups run in turn, ROUNDS times (default 3); each round's ratios are
@@ -122,7 +123,7 @@ CFG
 args2=${MIRROR_ARGS2:---pipeline 64}
 "$mirror" --threads 1 --listen 127.0.0.1:18290 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18293 --log-level warn & pids+=($!)
 # shellcheck disable=SC2086
-"$mirror" --threads 1 --listen 127.0.0.1:18291 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18294 --log-level warn $args2 & pids+=($!)
+nice -n "${NICE2:-0}" "$mirror" --threads 1 --listen 127.0.0.1:18291 --target http://127.0.0.1:18283 --metrics 127.0.0.1:18294 --log-level warn $args2 & pids+=($!)
 "$root/target/release/ack-agent" 127.0.0.1:18292 & pids+=($!)
 sleep 1
 echo "$("$haproxy" -v | head -n 1); $("$nginx" -v 2>&1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
