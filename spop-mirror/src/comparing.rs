@@ -29,7 +29,7 @@ use std::sync::mpsc::{
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use haproxy_spop::{ArgError, DataType, Message};
 
 use crate::compare::{Answer, DiffLog, Event, Limits, LogSettings, Settings, Side, Store};
@@ -668,31 +668,71 @@ where
             )
         })
         .collect();
-    let mut kept = BytesMut::new();
-    let mut truncated = false;
+    let mut kept = Kept::new(headers, limit, 0);
     while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Ok(data) = frame.into_data() {
-            let room = limit.saturating_sub(kept.len());
-            if data.len() > room {
-                truncated = true;
-            }
-            kept.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+        if let Ok(data) = frame?.into_data() {
+            kept.add_body(&data);
         }
     }
-    // Give back what the buffer grew beyond the body.
-    let body = if kept.capacity() > kept.len().saturating_mul(2).max(4096) {
-        Bytes::copy_from_slice(&kept)
-    } else {
-        kept.freeze()
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-        truncated,
-        latency: arrival.elapsed(),
-    })
+    Ok(kept.into_answer(status, arrival.elapsed()))
+}
+
+/// A target's answer being kept for the comparison, by either path (hyper's,
+/// [`read_answer`], and the pipelined reader): its header fields in order
+/// (names in lower case, as hyper gives them) and its body's first bytes,
+/// up to a limit (de-chunked; trailers are not kept).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Kept {
+    pub(crate) headers: Vec<(Bytes, Bytes)>,
+    pub(crate) body: Vec<u8>,
+    /// The body was longer than the limit.
+    pub(crate) truncated: bool,
+    limit: usize,
+}
+
+impl Kept {
+    /// An answer with these fields, keeping up to `limit` body bytes, with
+    /// room for `capacity` of them reserved.
+    pub(crate) fn new(headers: Vec<(Bytes, Bytes)>, limit: usize, capacity: usize) -> Self {
+        Self {
+            headers,
+            body: Vec::with_capacity(capacity.min(limit)),
+            truncated: false,
+            limit,
+        }
+    }
+
+    /// Keeps what fits of the body's next bytes.
+    pub(crate) fn add_body(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.body.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.body
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+    }
+
+    /// The body, without the room it did not use.
+    pub(crate) fn into_body(mut self) -> Bytes {
+        if self.body.capacity() > self.body.len().saturating_mul(2).max(4096) {
+            self.body.shrink_to_fit();
+        }
+        Bytes::from(self.body)
+    }
+
+    /// The answer for the comparison (`latency`: from the request's arrival
+    /// at the agent).
+    pub(crate) fn into_answer(mut self, status: u16, latency: Duration) -> Answer {
+        let headers = std::mem::take(&mut self.headers);
+        let truncated = self.truncated;
+        Answer {
+            status,
+            headers,
+            body: self.into_body(),
+            truncated,
+            latency,
+        }
+    }
 }
 
 fn seed() -> u64 {

@@ -3,11 +3,15 @@
 
 use bytes::Bytes;
 
+use crate::comparing::Kept;
 use crate::h1::{Answers, MAX_HEAD, READ_CHUNK};
 
+/// What was kept of an answer: fields, body, truncated.
+pub type KeptParts = (Vec<(Bytes, Bytes)>, Bytes, bool);
+
 /// One answer read by [`answers`]: its status, and what was kept of it
-/// (fields, body, truncated) when its request asked for it.
-pub type Read = (u16, Option<(Vec<(Bytes, Bytes)>, Bytes, bool)>);
+/// when its request asked for it.
+pub type Read = (u16, Option<KeptParts>);
 
 /// Reads the answers in `data` for requests `asks` (each: a HEAD?, and a
 /// body limit when its answer is kept), as the pipelined path does: bytes
@@ -35,15 +39,7 @@ pub fn answers(
         while let Some(&(head, keep)) = asks.get(got.len()) {
             match a.next(head, keep) {
                 Ok(Some(status)) => {
-                    let kept = a.take_kept().map(|k| {
-                        let t = k.truncated;
-                        let headers = k.headers.clone();
-                        let body = k.into_body();
-                        assert!(body.len() <= keep.unwrap_or(0), "kept past the limit");
-                        (headers, body, t)
-                    });
-                    assert_eq!(kept.is_some(), keep.is_some());
-                    got.push((status, kept));
+                    got.push((status, kept(a.take_kept(), keep)));
                     if a.closing() {
                         return (got, false);
                     }
@@ -74,16 +70,23 @@ pub fn answers(
     if eof {
         if let Some(status) = a.eof() {
             if let Some(&(_, keep)) = asks.get(got.len()) {
-                let kept = a.take_kept().map(|k| {
-                    let t = k.truncated;
-                    let headers = k.headers.clone();
-                    (headers, k.into_body(), t)
-                });
-                assert_eq!(kept.is_some(), keep.is_some());
-                got.push((status, kept));
+                got.push((status, kept(a.take_kept(), keep)));
             }
         }
     }
     assert!(got.len() <= asks.len());
     (got, false)
+}
+
+/// What was kept of an answer whose request asked `keep`: kept exactly
+/// when asked, and within the limit.
+fn kept(k: Option<Kept>, keep: Option<usize>) -> Option<KeptParts> {
+    assert_eq!(k.is_some(), keep.is_some());
+    k.map(|mut k| {
+        let headers = std::mem::take(&mut k.headers);
+        let truncated = k.truncated;
+        let body = k.into_body();
+        assert!(body.len() <= keep.unwrap_or(0), "kept past the limit");
+        (headers, body, truncated)
+    })
 }

@@ -17,7 +17,7 @@ use std::io::Write as _;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::compare::Answer;
+use crate::comparing::Kept;
 use crate::config::HostRewrite;
 use crate::policy::Policy;
 use crate::request::{is_value, trim_ows, MirrorRequest};
@@ -280,52 +280,6 @@ pub(crate) struct Answers {
     kept: Option<Kept>,
 }
 
-/// An answer kept for the comparison, as far as it was asked: its header
-/// fields in order (names in lower case, as hyper gives them) and its
-/// body's first bytes (de-chunked; trailers are not kept).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Kept {
-    pub(crate) headers: Vec<(Bytes, Bytes)>,
-    pub(crate) body: Vec<u8>,
-    /// The body was longer than the limit.
-    pub(crate) truncated: bool,
-    limit: usize,
-}
-
-impl Kept {
-    /// Keeps what fits of the body's next bytes.
-    fn body(&mut self, data: &[u8]) {
-        let room = self.limit.saturating_sub(self.body.len());
-        if data.len() > room {
-            self.truncated = true;
-        }
-        self.body
-            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
-    }
-
-    /// The body, without the room it did not use.
-    pub(crate) fn into_body(mut self) -> Bytes {
-        if self.body.capacity() > self.body.len().saturating_mul(2).max(4096) {
-            self.body.shrink_to_fit();
-        }
-        Bytes::from(self.body)
-    }
-
-    /// The answer for the comparison (`latency`: from the request's arrival
-    /// at the agent).
-    pub(crate) fn into_answer(mut self, status: u16, latency: std::time::Duration) -> Answer {
-        let headers = std::mem::take(&mut self.headers);
-        let truncated = self.truncated;
-        Answer {
-            status,
-            headers,
-            body: self.into_body(),
-            truncated,
-            latency,
-        }
-    }
-}
-
 /// How much room each read of answers has, at least.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
@@ -490,22 +444,15 @@ impl Answers {
                     self.closing = close;
                     // Only the final answer's fields; no memory reserved
                     // past the limit, whatever the length says.
-                    self.kept = keep.map(|limit| Kept {
-                        headers: resp
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    Bytes::from(h.name.to_ascii_lowercase()),
-                                    Bytes::copy_from_slice(h.value),
-                                )
-                            })
-                            .collect(),
-                        body: Vec::with_capacity(
-                            length.map_or(0, |l| l.min(limit as u64) as usize),
-                        ),
-                        truncated: false,
-                        limit,
+                    self.kept = keep.map(|limit| {
+                        let fields = resp.headers.iter().map(|h| {
+                            (
+                                Bytes::from(h.name.to_ascii_lowercase()),
+                                Bytes::copy_from_slice(h.value),
+                            )
+                        });
+                        let length = length.map_or(0, |l| l.min(limit as u64) as usize);
+                        Kept::new(fields.collect(), limit, length)
                     });
                     if head || status == 204 || status == 304 {
                         return Ok(Some(status));
@@ -528,7 +475,7 @@ impl Answers {
                 State::Length(left) => {
                     let take = (rest.len() as u64).min(left);
                     if let Some(k) = &mut self.kept {
-                        k.body(rest.get(..take as usize).unwrap_or_default());
+                        k.add_body(rest.get(..take as usize).unwrap_or_default());
                     }
                     self.pos += take as usize;
                     if take == left {
@@ -564,7 +511,7 @@ impl Answers {
                 State::ChunkData(left) => {
                     let take = (rest.len() as u64).min(left);
                     if let Some(k) = &mut self.kept {
-                        k.body(rest.get(..take as usize).unwrap_or_default());
+                        k.add_body(rest.get(..take as usize).unwrap_or_default());
                     }
                     self.pos += take as usize;
                     if take < left {
@@ -601,7 +548,7 @@ impl Answers {
                 }
                 State::UntilClose => {
                     if let Some(k) = &mut self.kept {
-                        k.body(rest);
+                        k.add_body(rest);
                     }
                     self.pos = self.end;
                     return Ok(None);

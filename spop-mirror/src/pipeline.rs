@@ -21,9 +21,10 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::comparing::Kept;
+use crate::h1::Answers;
 #[cfg(test)]
 use crate::h1::READ_CHUNK;
-use crate::h1::{Answers, Kept};
 
 /// Why a connection was given up; every request in flight on it is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
